@@ -1,0 +1,33 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CHAT_LINES = [
+    "Alice: hey guys whats up 😂",
+    "Bob: nothing much, you?",
+    "Carol: lets go climbing tomorrow!!",
+    "Alice: lol sure, 10am?",
+    "Dave: count me in. bringing coffee",
+    "Bob: ok ok fine",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny T5 + chat tokenizer saved like any HF model directory.
+
+    Tests that need a loadable model (the bot, the reply engine) but not a good one use this;
+    it takes about a second to build.
+    """
+    from training.tiny import TinyShape, build_model, train_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = train_tokenizer(CHAT_LINES * 50, vocab_size=200)
+    model = build_model(tokenizer, TinyShape(d_model=32, d_ff=64, num_heads=2, d_kv=16))
+    tokenizer.save_pretrained(out)
+    model.save_pretrained(out)
+    return out

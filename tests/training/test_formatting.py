@@ -1,0 +1,35 @@
+from training.formatting import build_prompt, encode_source, format_turn, parse_turn
+from training.tiny import train_tokenizer
+
+
+def test_turn_is_one_line_and_round_trips() -> None:
+    line = format_turn(" Hugo ", "multi\nline   text")
+    assert line == "Hugo: multi line text"
+    assert parse_turn(line) == ("Hugo", "multi line text")
+
+
+def test_parse_turn_without_sender() -> None:
+    assert parse_turn("just words") == (None, "just words")
+
+
+def test_persona_hint_goes_last() -> None:
+    prompt = build_prompt(["A: hi", "B: yo"], persona="Hugo")
+    assert prompt.splitlines() == ["A: hi", "B: yo", "reply as Hugo:"]
+    assert build_prompt(["A: hi"]) == "A: hi"
+
+
+def test_encode_source_drops_oldest_lines_whole() -> None:
+    lines = [f"Speaker{i}: message number {i} with some words" for i in range(30)]
+    tokenizer = train_tokenizer([*lines, "reply as Speaker3:"] * 20, vocab_size=120)
+    prompt = build_prompt(lines, persona="Speaker3")
+    full = encode_source(tokenizer, prompt, max_length=10_000)
+    assert full == tokenizer(prompt)["input_ids"]
+    short = encode_source(tokenizer, prompt, max_length=60)
+    assert len(short) <= 60
+    assert short[-1] == tokenizer.eos_token_id
+    text = tokenizer.decode(short, skip_special_tokens=True)
+    assert text.endswith("reply as Speaker3:")
+    assert "Speaker29: message number 29" in text
+    assert "Speaker0:" not in text
+    # whole lines only: the first kept line starts at a speaker name
+    assert text.startswith("Speaker")

@@ -1,0 +1,75 @@
+"""The text format shared by training and the bot: one place, so both always agree.
+
+A turn is one ``Sender: text`` line. A model input is the conversation (oldest line first),
+optionally followed by a persona line ``reply as NAME:`` that asks for a reply in that
+friend's voice. The target is always ``Sender: text``, so a reply can be parsed the same way
+whether the model chose the speaker or was told who to be. The persona line goes *last* so
+that truncating an over-long input from the left (dropping the oldest turns) never loses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+PERSONA_PREFIX = "reply as"
+
+
+def clean_text(text: str) -> str:
+    """Collapse whitespace (newlines included) so that one message is always one line."""
+    return " ".join(text.split())
+
+
+def format_turn(sender: str, text: str) -> str:
+    """Render one message as the ``Sender: text`` line the model reads and writes."""
+    return f"{clean_text(sender)}: {clean_text(text)}"
+
+
+def persona_line(persona: str) -> str:
+    """The last input line that asks the model to answer as ``persona``."""
+    return f"{PERSONA_PREFIX} {clean_text(persona)}:"
+
+
+def build_prompt(context: Sequence[str], persona: str | None = None) -> str:
+    """Join context lines (oldest first) into a model input, with the persona hint last."""
+    lines = list(context)
+    if persona:
+        lines.append(persona_line(persona))
+    return "\n".join(lines)
+
+
+def parse_turn(generated: str) -> tuple[str | None, str]:
+    """Split a generated ``Sender: text`` into (sender, text); sender is None if absent."""
+    generated = clean_text(generated)
+    sender, sep, text = generated.partition(": ")
+    if not sep or not sender or len(sender) > 64:
+        return None, generated
+    return sender, text.strip()
+
+
+def encode_source(tokenizer: PreTrainedTokenizerBase, prompt: str, max_length: int) -> list[int]:
+    """Token ids of ``prompt`` (with eos) in at most ``max_length`` tokens, newest lines kept.
+
+    When a conversation is too long, the oldest lines are the least useful, so they go first,
+    whole; the last line (the persona hint, or the message being answered) is only ever cut
+    from its left. Training and the bot both encode through here, so they truncate alike.
+    """
+    ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    if len(ids) <= max_length:
+        return ids
+    eos = ids[-1]
+    budget = max_length - 1
+    lines = prompt.split("\n")
+    per_line = tokenizer(lines, add_special_tokens=False)["input_ids"]
+    kept: list[list[int]] = []
+    for line_ids in reversed(per_line):
+        if len(line_ids) > budget:
+            if not kept:  # even the newest line alone is too long: keep its end
+                kept.append(line_ids[-budget:])
+            break
+        kept.append(line_ids)
+        budget -= len(line_ids)
+    return [tok for line_ids in reversed(kept) for tok in line_ids] + [eos]
