@@ -1,0 +1,198 @@
+"""The tables: chats, members, their messages, training runs, locks and small bot state.
+
+Ids are Telegram's (Bot API form for chats, e.g. ``-100123...`` for supergroups), so they need
+64 bits. Every timestamp is a timezone-aware UTC ``datetime`` in Python whatever the backend:
+SQLite has no time zones, so :class:`UtcDateTime` stores naive UTC there and hands back aware
+values.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAME_LENGTH = 255
+"""Telegram names and titles are at most 128 characters; writers clip to this anyway."""
+
+# Explicit constraint names, so migrations can later drop or alter them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC (the only kind of datetime this package stores)."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive datetime is taken to be UTC already (the Bot API's zone)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always aware UTC in Python, stored as ``timestamptz`` or naive UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        # SQLite compares the stored text, so every row must be written in the same zone.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+class Base(DeclarativeBase):
+    """Declarative base: named constraints, aware UTC datetimes, JSON for ``dict`` columns."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UtcDateTime(),
+        dict[str, Any]: JSON(),
+    }
+
+
+# SQLite only auto-numbers a column declared exactly INTEGER PRIMARY KEY.
+_AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Chat(Base):
+    """A Telegram chat the bot has seen; ``allowed``/``muted`` are set by admins."""
+
+    __tablename__ = "chats"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    title: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    type: Mapped[str] = mapped_column(String(32))
+    allowed: Mapped[bool] = mapped_column(default=False, server_default=false())
+    muted: Mapped[bool] = mapped_column(default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Chat(id={self.id!r}, title={self.title!r}, type={self.type!r})"
+
+
+class Member(Base):
+    """A person (or bot) who wrote in a stored chat; the row also remembers an opt-out."""
+
+    __tablename__ = "members"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    display_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    username: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    is_bot: Mapped[bool] = mapped_column(default=False, server_default=false())
+    opted_out: Mapped[bool] = mapped_column(default=False, server_default=false())
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return (
+            f"Member(user_id={self.user_id!r}, display_name={self.display_name!r}, "
+            f"opted_out={self.opted_out!r})"
+        )
+
+
+class Message(Base):
+    """One text message of a chat, keyed by Telegram's (chat_id, message_id)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("chat_id", "message_id"),
+        Index(None, "chat_id", "date"),
+    )
+
+    id: Mapped[int] = mapped_column(_AutoId, primary_key=True, autoincrement=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("chats.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(BigInteger)
+    sender_id: Mapped[int | None] = mapped_column(BigInteger)
+    sender_name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    text: Mapped[str] = mapped_column(Text)
+    date: Mapped[datetime]
+    reply_to_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    from_bot: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(chat_id={self.chat_id!r}, message_id={self.message_id!r}, "
+            f"sender_name={self.sender_name!r}, text={self.text[:30]!r})"
+        )
+
+
+class TrainingRun(Base):
+    """One retraining attempt, from start to its decision (``finished_at`` None while running)."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16))
+    inputs_fingerprint: Mapped[str | None] = mapped_column(String(128))
+    candidate_dir: Mapped[str | None] = mapped_column(Text)
+    previous_dir: Mapped[str | None] = mapped_column(Text)
+    candidate_metrics: Mapped[dict[str, Any] | None]
+    current_metrics: Mapped[dict[str, Any] | None]
+    decision: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainingRun(id={self.id!r}, status={self.status!r}, trigger={self.trigger!r}, "
+            f"started_at={self.started_at!r})"
+        )
+
+
+class Lock(Base):
+    """A named lock shared by every process using the database (see storage.locks)."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(300))
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return (
+            f"Lock(name={self.name!r}, holder={self.holder!r}, heartbeat_at={self.heartbeat_at!r})"
+        )
+
+
+class BotState(Base):
+    """Small persistent key/value state (e.g. the last model directory served)."""
+
+    __tablename__ = "bot_state"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+
+    def __repr__(self) -> str:
+        return f"BotState(key={self.key!r}, value={self.value!r})"
