@@ -29,9 +29,16 @@ _err = Console(stderr=True)
 
 def _register_all() -> None:
     """Attach every area's subcommands to ``app`` (one line per area)."""
-    from training import cli_data
+    from bot import cli_bot, cli_demo, cli_engine
+    from training import cli_data, cli_model, cli_retrain
 
+    # in the order a newcomer meets them: the demo, then export -> dataset -> model -> bot
+    cli_demo.register(app)
     cli_data.register(app)
+    cli_model.register(app)
+    cli_engine.register(app)
+    cli_bot.register(app)
+    cli_retrain.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,9 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     _register_all()
     try:
-        app(args=argv, standalone_mode=False)
+        status = app(args=argv, standalone_mode=False)
     except InputError as exc:
-        _err.print(f"friendbot: error: {exc}", markup=False, highlight=False)
+        _err.print(f"friendbot: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Abort:
         _err.print("Aborted.")
@@ -57,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(status, int) and status:  # typer.Exit(n) is returned, not raised, here
+        sys.exit(status)
 
 
 if __name__ == "__main__":

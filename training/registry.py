@@ -26,7 +26,10 @@ def resolve_current(models_dir: Path) -> Path | None:
 
 
 def set_current(models_dir: Path, target: Path) -> None:
-    """Point ``models_dir/current`` at ``target`` atomically (a relative link, so the tree moves)."""
+    """Point ``models_dir/current`` at ``target`` atomically.
+
+    The link is relative, so the models folder can be moved or mounted elsewhere whole.
+    """
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     link = current_link(models_dir)

@@ -1,0 +1,130 @@
+"""``friendbot run``, ``friendbot chat`` and ``friendbot history``: the bot from the command line.
+
+Settings come from the environment and ``.env`` (bot/settings.py; docs/bot.md lists them).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from training.errors import InputError
+
+
+def run_command() -> None:
+    """Run the Telegram bot (long polling, or a webhook when WEBHOOK_URL is set) until Ctrl-C."""
+    from bot.app import run_bot
+    from bot.settings import load_settings
+
+    run_bot(load_settings())
+
+
+def chat_command(
+    name: Annotated[str, typer.Option("--name", help="Your name in the chat.")] = "You",
+    chat_id: Annotated[
+        int,
+        typer.Option(
+            "--chat-id",
+            help="Chat whose stored history gives the context (default: the local test chat).",
+        ),
+    ] = -1,
+) -> None:
+    """Chat with the bot in this terminal: same models and storage, no Telegram needed.
+
+    Type as yourself, or `Name: text` to speak as a friend; commands such as /joke work too.
+    """
+    from bot.local_chat import run_local_chat
+    from bot.settings import load_settings
+
+    run_local_chat(load_settings(), you=name, chat_id=chat_id)
+
+
+def history_command(
+    chat_id: Annotated[int, typer.Argument(help="Bot API chat id, e.g. -1001234567890.")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Newest messages shown.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+) -> None:
+    """Print what the bot stored for CHAT_ID: the newest messages, oldest first."""
+    from bot.settings import load_settings
+
+    settings = load_settings()
+    stats, rows = read_history(settings.database_url, chat_id, limit)
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    _print_history(stats, rows)
+
+
+def read_history(
+    database_url: str, chat_id: int, limit: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The chat's stats and its newest ``limit`` messages as plain dicts (oldest first)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from storage.db import make_engine, session_factory
+    from storage.history import chat_stats, recent_messages
+
+    url = make_url(database_url)
+    on_disk = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if on_disk and not Path(str(url.database)).expanduser().is_file():  # don't create one
+        raise InputError(f"{url.database}: no friendbot database here (run the bot first)")
+    engine = make_engine(url)
+    try:
+        with session_factory(engine).begin() as session:
+            stats = dict(chat_stats(session, chat_id))
+            messages = recent_messages(session, chat_id, limit)
+            rows = [
+                {
+                    "message_id": m.message_id,
+                    "date": m.date.isoformat(),
+                    "sender_id": m.sender_id,
+                    "sender_name": m.sender_name,
+                    "text": m.text,
+                    "reply_to_message_id": m.reply_to_message_id,
+                    "from_bot": m.from_bot,
+                }
+                for m in messages
+            ]
+    except (OperationalError, ProgrammingError) as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise InputError(f"{where}: no friendbot database here (run the bot first)") from exc
+    finally:
+        engine.dispose()
+    return stats, rows
+
+
+def _print_history(stats: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console()
+    title = stats.get("title") or stats["chat_id"]
+    console.print(
+        f"[bold]{escape(str(title))}[/bold]: {stats['messages']} messages "
+        f"({stats['bot_messages']} by the bot), {stats['members']} members, "
+        f"{stats['first_date'] or '-'} .. {stats['last_date'] or '-'}",
+        highlight=False,
+    )
+    if not rows:
+        return
+    table = Table(show_header=True, header_style="bold")
+    for column in ("date", "sender", "text"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        sender = row["sender_name"] + (" (bot)" if row["from_bot"] else "")
+        table.add_row(row["date"][:19].replace("T", " "), Text(sender), Text(row["text"]))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``run``, ``chat`` and ``history`` to the friendbot CLI."""
+    app.command("run")(run_command)
+    app.command("chat")(chat_command)
+    # negative chat ids (-100...) must not be taken for options
+    app.command("history", context_settings={"ignore_unknown_options": True})(history_command)

@@ -1,0 +1,549 @@
+"""The reply engine: one ``generate`` call in front of two inference backends.
+
+The bot, the paraphrase and joke commands, and the latency benchmark all generate through
+``ReplyEngine``, so they encode prompts exactly as training did (``encode_source``) and decode
+the same way, whichever backend runs the model:
+
+- ``hf``: Hugging Face ``generate`` on the model directory itself. Always available; the
+  fallback.
+- ``ct2``: CTranslate2 on ``MODEL_DIR/ct2`` (written by ``export_ct2`` /
+  ``friendbot export-ct2``), int8 on CPU. About 3x faster per reply on a 2-core CPU, because it
+  runs the decoder loop in C++ with int8 matrices instead of Python + fp32 (docs/inference.md).
+
+``backend="auto"`` uses CTranslate2 when a conversion is present, imports, and is newer than the
+weights (a stale conversion would silently serve the previous model after retraining), and
+Hugging Face otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import uuid
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from training.errors import InputError
+from training.formatting import encode_source
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CT2_DIRNAME = "ct2"
+INFO_FILENAME = "friendbot.json"
+EXPORT_META = "friendbot-ct2.json"  # written by export_ct2 inside ct2/: how it was made
+DEFAULT_MAX_SOURCE_LENGTH = 512
+BACKENDS = ("auto", "hf", "ct2")
+QUANTIZATIONS = (
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
+)
+# Weight files whose modification time decides whether ``ct2/`` is stale.
+WEIGHT_PATTERNS = ("model.safetensors", "model-*.safetensors", "pytorch_model*.bin")
+# Tokenizer files copied next to the conversion so ``ct2/`` is usable on its own too.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "spiece.model",
+    "added_tokens.json",
+)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to pick tokens; one value shared by both backends so they decode alike.
+
+    ``sample=False`` is greedy; greedy with several sequences asks for the best beams, so they
+    differ. ``min_new_tokens`` forbids an earlier end (the benchmark forces a fixed length).
+    """
+
+    max_new_tokens: int = 48
+    min_new_tokens: int = 0
+    sample: bool = True
+    temperature: float = 0.9
+    top_p: float = 0.9
+    top_k: int = 50
+    num_return_sequences: int = 1
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(
+                f"min_new_tokens must be in [0, max_new_tokens]: {self.min_new_tokens}"
+            )
+        if self.num_return_sequences < 1:
+            raise ValueError(f"num_return_sequences must be >= 1, got {self.num_return_sequences}")
+        if self.sample:
+            if self.temperature <= 0:
+                raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
+            if not 0 < self.top_p <= 1:
+                raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            if self.top_k < 0:
+                raise ValueError(f"top_k must be >= 0 (0: no top-k cut), got {self.top_k}")
+
+
+class _Backend(Protocol):
+    name: str
+
+    def generate_ids(self, sources: list[list[int]], opts: DecodeOptions) -> list[list[int]]:
+        """Token ids per output, ``num_return_sequences`` consecutive rows per source."""
+        ...
+
+
+class ReplyEngine:
+    """A loaded model ready to reply; safe to call from several worker threads."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        info: dict[str, Any],
+        tokenizer: PreTrainedTokenizerBase,
+        backend: _Backend,
+    ) -> None:
+        self.model_dir = model_dir
+        self.info = info
+        self.backend = backend.name
+        self.max_source_length = int(info.get("max_source_length") or DEFAULT_MAX_SOURCE_LENGTH)
+        self._tokenizer = tokenizer
+        self._impl = backend
+        # One generation at a time: the model already uses every core for one batch, torch's
+        # global RNG (seeded runs) and the Rust tokenizer are not meant for concurrent use.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls, model_dir: Path, *, backend: str = "auto", threads: int | None = None
+    ) -> ReplyEngine:
+        """Load ``model_dir`` for replying, with CTranslate2 when it is present and fresh.
+
+        ``threads`` caps the CPU threads generation uses (torch's setting is process-wide;
+        CTranslate2's is per engine); None uses every core this process may run on.
+        """
+        if backend not in BACKENDS:
+            raise InputError(f"{backend}: unknown backend (choose one of {', '.join(BACKENDS)})")
+        model_dir = _check_model_dir(Path(model_dir))
+        info = _read_info(model_dir)
+        tokenizer = _load_tokenizer(model_dir)
+        chosen = _choose_backend(model_dir, backend)
+        impl: _Backend
+        if chosen == "ct2":
+            try:
+                impl = _CT2Backend(model_dir / CT2_DIRNAME, tokenizer, threads)
+            except InputError:
+                if backend == "ct2":
+                    raise
+                log.warning("%s/%s failed to load; using HF generate", model_dir, CT2_DIRNAME)
+                impl = _HFBackend(model_dir, threads)
+        else:
+            impl = _HFBackend(model_dir, threads)
+        log.info("reply engine: %s backend for %s", impl.name, model_dir)
+        return cls(model_dir, info, tokenizer, impl)
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int = 48,
+        sample: bool = True,
+        temperature: float = 0.9,
+        top_p: float = 0.9,
+        top_k: int = 50,
+        num_return_sequences: int = 1,
+        seed: int | None = None,
+        min_new_tokens: int = 0,
+    ) -> list[list[str]]:
+        """Replies to each prompt: ``num_return_sequences`` decoded texts per prompt.
+
+        Prompts are encoded as in training (oldest lines dropped first past
+        ``max_source_length``) and generated as one padded batch; special tokens are skipped.
+        ``seed`` makes sampling repeatable (see DecodeOptions for the rest).
+        """
+        opts = DecodeOptions(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            sample=sample,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            num_return_sequences=num_return_sequences,
+            seed=seed,
+        )
+        if not prompts:
+            return []
+        with self._lock:
+            rows = self._generate_rows(prompts, opts)
+            texts = [
+                t.strip() for t in self._tokenizer.batch_decode(rows, skip_special_tokens=True)
+            ]
+        return _group(texts, num_return_sequences)
+
+    def generate_ids(
+        self, prompts: list[str], options: DecodeOptions | None = None
+    ) -> list[list[list[int]]]:
+        """Generated token ids (no decoder start token), grouped per prompt like ``generate``.
+
+        For callers that need exact tokens rather than text: the backend agreement test, and
+        tools that score or inspect replies.
+        """
+        opts = options or DecodeOptions()
+        with self._lock:
+            rows = self._generate_rows(prompts, opts)
+        return _group(rows, opts.num_return_sequences)
+
+    def _generate_rows(self, prompts: list[str], opts: DecodeOptions) -> list[list[int]]:
+        if not prompts:
+            return []
+        sources = [
+            encode_source(self._tokenizer, prompt, self.max_source_length) for prompt in prompts
+        ]
+        return self._impl.generate_ids(sources, opts)
+
+    def __repr__(self) -> str:
+        return f"ReplyEngine(model_dir={str(self.model_dir)!r}, backend={self.backend!r})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face backend
+
+
+class _HFBackend:
+    """``AutoModelForSeq2SeqLM.generate`` in eval mode, without autograd."""
+
+    name = "hf"
+
+    def __init__(self, model_dir: Path, threads: int | None) -> None:
+        import torch
+        from transformers import AutoModelForSeq2SeqLM
+
+        if threads:
+            torch.set_num_threads(threads)  # process-wide: torch has no per-model setting
+        try:
+            model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
+        except Exception as exc:  # any unreadable weights/config (safetensors has its own error)
+            raise InputError(f"{model_dir}: cannot load the model ({_first_line(exc)})") from exc
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval()
+        saved = model.generation_config
+        eos = saved.eos_token_id
+        self.eos_id: int | None = eos[0] if isinstance(eos, list) else eos
+        self.pad_id = int(saved.pad_token_id if saved.pad_token_id is not None else 0)
+        # Only the special token ids come from the saved generation_config.json: decoding knobs
+        # saved there (beams, repetition penalties) would make HF and CTranslate2 disagree, so
+        # DecodeOptions alone decides how tokens are picked.
+        self.special_ids = {
+            "decoder_start_token_id": saved.decoder_start_token_id,
+            "eos_token_id": saved.eos_token_id,
+            "pad_token_id": self.pad_id,
+        }
+
+    def generate_ids(self, sources: list[list[int]], opts: DecodeOptions) -> list[list[int]]:
+        import torch
+        from transformers import GenerationConfig
+
+        # (batch, longest source), right-padded as T5 was trained
+        longest = max(len(s) for s in sources)
+        input_ids = torch.full((len(sources), longest), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sources), longest), dtype=torch.long)
+        for i, ids in enumerate(sources):
+            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[i, : len(ids)] = 1
+        kwargs: dict[str, Any] = {
+            **self.special_ids,
+            "max_new_tokens": opts.max_new_tokens,
+            "min_new_tokens": opts.min_new_tokens,
+            "num_return_sequences": opts.num_return_sequences,
+        }
+        if opts.sample:
+            kwargs.update(
+                do_sample=True,
+                num_beams=1,
+                temperature=opts.temperature,
+                top_p=opts.top_p,
+                top_k=opts.top_k,
+            )
+        else:
+            kwargs.update(do_sample=False, num_beams=opts.num_return_sequences)
+        # A seeded call must not disturb the RNG of whatever else runs in this process.
+        rng = torch.random.fork_rng(devices=[]) if opts.seed is not None else nullcontext()
+        with torch.inference_mode(), rng:
+            if opts.seed is not None:
+                torch.manual_seed(opts.seed)
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask.to(self.device),
+                generation_config=GenerationConfig(**kwargs),
+            )
+        # out: (batch * num_return_sequences, 1 + new tokens). Drop the decoder start token, and
+        # the eos with the padding after it, as CTranslate2 does: both backends return alike.
+        return [_cut_at(row[1:].tolist(), self.eos_id) for row in out.cpu()]
+
+
+# ---------------------------------------------------------------------------------------------
+# CTranslate2 backend
+
+
+class _CT2Backend:
+    """``ctranslate2.Translator`` on the converted model; tokens are the HF tokenizer's."""
+
+    name = "ct2"
+
+    def __init__(
+        self, ct2_dir: Path, tokenizer: PreTrainedTokenizerBase, threads: int | None
+    ) -> None:
+        import ctranslate2
+
+        self._ct2 = ctranslate2
+        self.ct2_dir = ct2_dir
+        self.quantization = _read_export_meta(ct2_dir).get("quantization", "int8")
+        on_gpu = ctranslate2.get_cuda_device_count() > 0
+        self.device = "cuda" if on_gpu else "cpu"
+        # CPU: compute in the type chosen at export (int8 by default). CUDA: int8 weights with
+        # float16 activations, or plain float16 for an unquantized export.
+        if on_gpu:
+            int8 = self.quantization.startswith("int8")
+            self.compute_type = "int8_float16" if int8 else "float16"
+        else:
+            self.compute_type = "default"
+        self.threads = threads or _available_cores()
+        self.translator = self._new_translator()
+        self.tokenizer = tokenizer
+        self.vocab_size = _ct2_vocab_size(ct2_dir, default=len(tokenizer))
+
+    def _new_translator(self) -> Any:
+        try:
+            return self._ct2.Translator(
+                str(self.ct2_dir),
+                device=self.device,
+                compute_type=self.compute_type,
+                inter_threads=1,
+                intra_threads=self.threads,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            reason = _first_line(exc)
+            raise InputError(
+                f"{self.ct2_dir}: cannot load the CTranslate2 model ({reason})"
+            ) from exc
+
+    def generate_ids(self, sources: list[list[int]], opts: DecodeOptions) -> list[list[int]]:
+        tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in sources]
+        common: dict[str, Any] = {
+            "max_decoding_length": opts.max_new_tokens,
+            "min_decoding_length": opts.min_new_tokens,
+            "max_input_length": 0,  # sources are already cut by encode_source
+        }
+        n = opts.num_return_sequences
+        translator = self.translator
+        if opts.sample:
+            # Sampling draws n independent replies: repeat each source n times (one batch).
+            tokens = [t for t in tokens for _ in range(n)]
+            common.update(
+                beam_size=1,
+                num_hypotheses=1,
+                sampling_topk=min(opts.top_k, self.vocab_size),  # 0: whole vocabulary
+                sampling_topp=opts.top_p,
+                sampling_temperature=opts.temperature,
+            )
+            if opts.seed is not None:
+                # CTranslate2 seeds a worker thread's generator once, when that thread first
+                # samples; later set_random_seed calls do not reach it. Only a translator with
+                # fresh threads replays a seed (a reload: seeded calls are for tests, not chat).
+                self._ct2.set_random_seed(opts.seed)
+                translator = self._new_translator()
+        else:
+            common.update(beam_size=n, num_hypotheses=n)
+        results = translator.translate_batch(tokens, **common)
+        return [self.tokenizer.convert_tokens_to_ids(hyp) for r in results for hyp in r.hypotheses]
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion
+
+
+def export_ct2(model_dir: Path, quantization: str = "int8") -> Path:
+    """Convert ``model_dir`` for CTranslate2 into ``model_dir/ct2``, never half-written.
+
+    The conversion goes to a temporary sibling directory first and is renamed into place only
+    when complete, so a crash leaves the previous ``ct2/`` (or none) and a running bot never
+    loads a partial model. Quantizing to int8 is what makes CPU replies fast; the tokenizer
+    files are copied along so ``ct2/`` is self-contained.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise InputError(
+            f"{quantization}: unknown quantization (choose one of {', '.join(QUANTIZATIONS)})"
+        )
+    model_dir = _check_model_dir(Path(model_dir))
+    import ctranslate2
+    import transformers
+    from ctranslate2.converters import TransformersConverter
+
+    copy_files = [name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
+    target = model_dir / CT2_DIRNAME
+    tmp = model_dir / f".{CT2_DIRNAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        converter = TransformersConverter(str(model_dir), copy_files=copy_files)
+        try:
+            converter.convert(str(tmp), quantization=quantization)
+        except (OSError, ValueError, KeyError) as exc:
+            reason = _first_line(exc)
+            raise InputError(f"{model_dir}: cannot convert for CTranslate2 ({reason})") from exc
+        meta = {
+            "quantization": quantization,
+            "ctranslate2": ctranslate2.__version__,
+            "transformers": transformers.__version__,
+        }
+        (tmp / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        _replace_dir(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("wrote %s (%s)", target, quantization)
+    return target
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished ``src`` to ``dst``, replacing an older ``dst``.
+
+    POSIX cannot rename a directory over a non-empty one, so the old copy is first renamed
+    aside (one rename each: a reader sees the old or the new model, or briefly none, in which
+    case ``auto`` serves with HF) and deleted afterwards.
+    """
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(dst, old)
+    os.rename(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _check_model_dir(model_dir: Path) -> Path:
+    """The resolved model directory, or an InputError saying in one line what is wrong."""
+    if not model_dir.exists():
+        raise InputError(f"{model_dir}: no such model directory")
+    resolved = model_dir.resolve()
+    if not resolved.is_dir():
+        raise InputError(f"{model_dir}: not a directory")
+    if not (resolved / "config.json").is_file():
+        raise InputError(
+            f"{model_dir}: not a model directory (no config.json; train one with friendbot train)"
+        )
+    if not _weight_files(resolved):
+        raise InputError(f"{model_dir}: no model weights (model.safetensors) in the directory")
+    return resolved
+
+
+def _read_info(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / INFO_FILENAME
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not valid JSON ({_first_line(exc)})") from exc
+    if not isinstance(info, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return info
+
+
+def _load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"{model_dir}: cannot load the tokenizer ({_first_line(exc)})") from exc
+
+
+def _choose_backend(model_dir: Path, requested: str) -> str:
+    """Resolve ``auto``; an explicit ``ct2`` that cannot work is an InputError."""
+    if requested == "hf":
+        return "hf"
+    ct2_dir = model_dir / CT2_DIRNAME
+    problem = _ct2_problem(model_dir)
+    if problem is None:
+        return "ct2"
+    if requested == "ct2":
+        raise InputError(f"{ct2_dir}: {problem}")
+    if ct2_dir.exists():  # a conversion exists but cannot be used: say why
+        log.warning("%s: %s; using HF generate", ct2_dir, problem)
+    return "hf"
+
+
+def _ct2_problem(model_dir: Path) -> str | None:
+    """Why ``model_dir/ct2`` cannot serve this model, or None when it can."""
+    model_bin = model_dir / CT2_DIRNAME / "model.bin"
+    if not model_bin.is_file():
+        return "no CTranslate2 conversion (run friendbot export-ct2)"
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError as exc:
+        return f"ctranslate2 does not import ({_first_line(exc)})"
+    newest_weights = max(p.stat().st_mtime_ns for p in _weight_files(model_dir))
+    if model_bin.stat().st_mtime_ns < newest_weights:
+        return "conversion is older than the model weights (rerun friendbot export-ct2)"
+    return None
+
+
+def _read_export_meta(ct2_dir: Path) -> dict[str, Any]:
+    """What export_ct2 recorded; {} for a conversion made by hand (int8 assumed)."""
+    try:
+        meta = json.loads((ct2_dir / EXPORT_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _ct2_vocab_size(ct2_dir: Path, default: int) -> int:
+    """Target vocabulary size (CTranslate2 refuses a top-k larger than it)."""
+    for name in ("shared_vocabulary.json", "target_vocabulary.json"):
+        try:
+            return len(json.loads((ct2_dir / name).read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return default
+
+
+def _weight_files(model_dir: Path) -> list[Path]:
+    return [p for pattern in WEIGHT_PATTERNS for p in model_dir.glob(pattern)]
+
+
+def _cut_at(ids: list[int], eos_id: int | None) -> list[int]:
+    """``ids`` up to (not including) the first ``eos_id``."""
+    return ids[: ids.index(eos_id)] if eos_id in ids else ids
+
+
+def _group(rows: list[T], n: int) -> list[list[T]]:
+    """Consecutive runs of ``n`` rows: the outputs of one prompt."""
+    return [rows[i : i + n] for i in range(0, len(rows), n)]
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

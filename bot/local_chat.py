@@ -1,0 +1,195 @@
+"""``friendbot chat``: the bot in a terminal, with the same models, storage and replies.
+
+Type a line to say it as yourself, or ``Name: text`` to say it as a friend (to set a scene).
+Every line is stored like a group message and answered in a friend's voice, exactly as the
+Telegram bot answers a mention. Commands work as in Telegram (you are an admin here):
+``/paraphrase``, ``/joke``, ``/as``, ``/stats``, ``/forget``, ``/mute``, ``/reload``, ...
+``/quit``, ``exit`` or end of input (Ctrl-D) leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from bot.replies import Reply, UsageError
+from bot.responder import GenerationTimeout
+from bot.service import FriendBot, TextMessage
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOCAL_CHAT_ID = -1
+"""The terminal chat's id in the database (no Telegram chat has it)."""
+LOCAL_USER_ID = 0
+"""Your user id in the terminal chat (no Telegram user has it)."""
+QUIT = frozenset({"/quit", "/exit", "quit", "exit"})
+MAX_NAME_WORDS = 3  # "Name: text" speaks as Name only for a short name, so "note: x" rarely trips
+
+HELP = """Type to talk as yourself, or `Name: text` to talk as a friend.
+/paraphrase TEXT   say it differently
+/joke [TOPIC]      one of the friends tells a joke
+/as NAME [text]    answer as NAME
+/optout, /optin    stop / resume storing and imitating you
+/stats, /forget    what is stored here / delete it
+/mute, /unmute     stop / resume replies (lines are still stored)
+/reload            load the newest model
+/quit              leave (or Ctrl-D)"""
+
+ReadLine = Callable[[], Awaitable[str | None]]
+Show = Callable[[str | None, str], None]  # (speaker or None for the bot's own notes, text)
+
+
+class LocalChat:
+    """One terminal conversation over a started FriendBot."""
+
+    def __init__(
+        self, service: FriendBot, *, you: str = "You", chat_id: int = LOCAL_CHAT_ID
+    ) -> None:
+        self.service = service
+        self.you = you
+        self.chat_id = chat_id
+        self._next_id = self._last_message_id() + 1
+
+    async def run(self, read_line: ReadLine, show: Show) -> None:
+        """Read lines until quit or end of input; answer each one."""
+        show(None, f"Chatting as {self.you} in chat {self.chat_id}. /help for commands.")
+        while True:
+            line = await read_line()
+            if line is None or line.strip() in QUIT:
+                return
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                await self.handle(line, show)
+            except UsageError as exc:
+                show(None, str(exc))
+            except GenerationTimeout:
+                show(None, "That took too long. Try again.")
+            except Exception as exc:  # as the Telegram bot: log, tell, carry on
+                log.exception("local chat: %r failed", line)
+                show(None, f"Something went wrong: {exc!r}")
+
+    async def handle(self, line: str, show: Show) -> None:
+        """One line: a command, or a message (yours or a friend's) that gets an answer."""
+        if line.startswith("/"):
+            await self.command(line, show)
+            return
+        speaker, text, sender_id = self._speaker(line)
+        decision = self.service.observe(
+            TextMessage(
+                chat_id=self.chat_id,
+                message_id=self._take_id(),
+                sender_id=sender_id,
+                sender_name=speaker,
+                text=text,
+                date=datetime.now(UTC),
+                chat_title="friendbot chat",
+                chat_type="local",
+                addressed=True,  # in the terminal, every line is said to the bot
+            )
+        )
+        if decision:
+            reply = await self.service.reply_in_character(self.chat_id, speaker)
+            if reply is not None:
+                self._post(reply, show)
+
+    async def command(self, line: str, show: Show) -> None:
+        """The Telegram commands, answered here (``/cmd@bot`` is accepted too)."""
+        words = line.split()
+        name, args = words[0][1:].split("@", 1)[0].lower(), words[1:]
+        service, text = self.service, " ".join(args)
+        if name in ("help", "start"):
+            show(None, HELP)
+        elif name == "paraphrase":
+            options = await service.paraphrase(text, self.you)
+            show(None, "\n".join(f"{i}. {o}" for i, o in enumerate(options, 1)) or "(nothing)")
+        elif name == "joke":
+            self._post(await service.joke(self.chat_id, text, self.you), show)
+        elif name == "as":
+            self._post(await service.reply_as(self.chat_id, args, self.you), show)
+        elif name == "optout":
+            deleted = await service.opt_out(LOCAL_USER_ID, self.you, None)
+            show(None, f"You opted out; {deleted} stored messages deleted.")
+        elif name == "optin":
+            await service.opt_in(LOCAL_USER_ID, self.you, None)
+            show(None, "You opted in again.")
+        elif name == "stats":
+            stats = await service.stats(self.chat_id)
+            show(None, "\n".join(f"{key}: {value}" for key, value in stats.items()))
+        elif name == "forget":
+            show(None, f"Deleted {await service.forget(self.chat_id)} stored messages.")
+        elif name in ("mute", "unmute"):
+            await service.set_muted(self.chat_id, name == "mute")
+            show(None, "Muted." if name == "mute" else "Unmuted.")
+        elif name == "reload":
+            show(None, "Reloaded.\n" + (await service.reload()).describe())
+        else:
+            show(None, f"Unknown command /{name}. /help lists them.")
+
+    def _speaker(self, line: str) -> tuple[str, str, int | None]:
+        """``Name: text`` speaks as a friend (no user id); anything else is you."""
+        name, sep, text = line.partition(": ")
+        if sep and text.strip() and 0 < len(name.split()) <= MAX_NAME_WORDS and len(name) <= 64:
+            return name.strip(), text.strip(), None
+        return self.you, line, LOCAL_USER_ID
+
+    def _post(self, reply: Reply, show: Show) -> None:
+        show(reply.speaker, reply.text)
+        self.service.record_sent(
+            reply, chat_id=self.chat_id, message_id=self._take_id(), bot_id=None
+        )
+
+    def _take_id(self) -> int:
+        message_id, self._next_id = self._next_id, self._next_id + 1
+        return message_id
+
+    def _last_message_id(self) -> int:
+        """Continue after what the chat already holds, so ids never collide with stored ones."""
+        from sqlalchemy import func, select
+
+        from storage.models import Message
+
+        with self.service.sessions.begin() as session:
+            last = session.scalar(
+                select(func.max(Message.message_id)).where(Message.chat_id == self.chat_id)
+            )
+        return int(last or 0)
+
+
+def run_local_chat(settings: Settings, *, you: str = "You", chat_id: int = LOCAL_CHAT_ID) -> None:
+    """Start the bot's machinery without Telegram and chat in this terminal until quit."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.text import Text
+
+    console = Console(highlight=False)
+
+    def show(speaker: str | None, text: str) -> None:
+        if speaker is None:
+            console.print(Text(text, style="dim"))
+        else:
+            console.print(Text.assemble((speaker, "bold cyan"), ": ", text))
+
+    async def read_line() -> str | None:
+        try:
+            return await asyncio.to_thread(console.input, f"[bold]{escape(you)}[/bold]> ")
+        except EOFError:
+            return None
+
+    async def main() -> None:
+        service = FriendBot(settings)
+        with console.status("loading the models..."):
+            await asyncio.to_thread(service.start)
+        try:
+            await LocalChat(service, you=you, chat_id=chat_id).run(read_line, show)
+        finally:
+            await asyncio.to_thread(service.stop)
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        console.print()

@@ -1,0 +1,441 @@
+"""What the bot does, independent of Telegram: store, decide, generate, manage members.
+
+The Telegram handlers (bot/handlers.py) and the terminal chat (bot/local_chat.py) are two thin
+front ends over one ``FriendBot``, so ``friendbot chat`` exercises exactly the storage, policy
+and generation path the real bot uses.
+
+Threads: the event loop only queues messages (``MessageWriter.submit``) and makes decisions;
+database reads and writes that must finish before an answer run via ``asyncio.to_thread``, and
+generation runs on the responder's worker threads with a time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from bot.policy import Decision, Incoming, ReplyPolicy
+from bot.replies import (
+    SHRUG,
+    Friends,
+    Reply,
+    UsageError,
+    as_prompt,
+    choose_reply,
+    clean_paraphrases,
+    context_lines,
+    joke_prompt,
+    limit_input,
+    paraphrase_prompt,
+    persona_reply,
+    split_as_args,
+)
+from bot.responder import Responder
+from bot.serving import ModelHolder, ServedModels, load_models
+from training.formatting import build_prompt
+
+if TYPE_CHECKING:
+    from bot.engine import ReplyEngine
+    from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FRIENDS_WINDOW = 200  # recent messages whose senders count as friends the bot may speak as
+CANDIDATES = 3  # replies sampled at once; the first by an acceptable friend wins
+FLUSH_TIMEOUT_S = 10.0
+
+PARAPHRASE_USAGE = "Usage: /paraphrase TEXT (or reply to a message with /paraphrase)"
+JOKE_USAGE = "Usage: /joke [TOPIC]"
+
+
+@dataclass(frozen=True, slots=True)
+class TextMessage:
+    """One incoming text message, as either front end sees it."""
+
+    chat_id: int
+    message_id: int
+    sender_id: int | None
+    sender_name: str
+    text: str
+    date: datetime
+    chat_title: str | None = None
+    chat_type: str = "group"
+    sender_username: str | None = None
+    sender_is_bot: bool = False
+    reply_to_message_id: int | None = None
+    addressed: bool = False  # mentions the bot, or replies to one of its messages
+
+
+class FriendBot:
+    """Storage, reply policy, models and the responder, put together once per process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        loader: Callable[[ServedModels | None], ServedModels] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``loader`` replaces :func:`load_models` (tests serve scripted models through it)."""
+        from storage.db import make_engine, session_factory
+        from storage.writer import MessageWriter
+
+        self.settings = settings
+        self.db = make_engine(settings.database_url)
+        self.sessions = session_factory(self.db)
+        self.writer = MessageWriter(self.sessions)
+        self.models = ModelHolder(loader or (lambda previous: load_models(settings, previous)))
+        self.responder = Responder(settings.generation_workers, settings.generation_timeout)
+        seed = settings.generation_seed
+        self.policy = ReplyPolicy(
+            settings.reply_probability,
+            settings.reply_cooldown,
+            rng=random.Random(seed),
+            clock=clock,
+        )
+        self.rng = random.Random(seed)  # which friend speaks when the model names nobody usable
+        self._seeds = random.Random(seed) if seed is not None else None
+        self._opted_out: dict[int, tuple[str, ...]] = {}  # user id -> their names
+        self._muted: set[int] = set()
+        self.started = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, *, load_models: bool = True) -> None:
+        """Upgrade the schema, start the writer, load member/chat flags and the models.
+
+        Blocking (seconds, for the models): the app runs it in a thread before polling starts.
+        """
+        from storage.db import upgrade
+
+        upgrade(self.db)
+        self.writer.start()
+        self._load_flags()
+        self.prune()
+        if load_models:
+            self.models.load()
+        self.started = True
+
+    def stop(self) -> None:
+        """Commit everything queued, stop the workers, close database connections."""
+        self.writer.close()
+        self.responder.shutdown()
+        self.db.dispose()
+        self.started = False
+
+    def prune(self) -> int:
+        """Apply the retention settings (at start, then daily); returns rows deleted."""
+        from storage.history import prune_messages
+
+        s = self.settings
+        if s.history_retention_days is None and s.history_keep_per_chat is None:
+            return 0
+        older_than = (
+            datetime.now(UTC) - timedelta(days=s.history_retention_days)
+            if s.history_retention_days
+            else None
+        )
+        with self.sessions.begin() as session:
+            deleted = prune_messages(
+                session, keep_per_chat=s.history_keep_per_chat, older_than=older_than
+            )
+        if deleted:
+            log.info("retention: deleted %d old messages", deleted)
+        return deleted
+
+    def _load_flags(self) -> None:
+        from sqlalchemy import select
+
+        from storage.models import Chat, Member
+
+        with self.sessions.begin() as session:
+            members = session.scalars(select(Member).where(Member.opted_out)).all()
+            self._opted_out = {m.user_id: _names(m.display_name, m.username) for m in members}
+            self._muted = set(session.scalars(select(Chat.id).where(Chat.muted)))
+
+    # --- who and where ------------------------------------------------------------------------
+
+    def is_allowed(self, chat_id: int) -> bool:
+        """Only chats in ALLOWED_CHAT_IDS are read, stored and answered."""
+        return chat_id in self.settings.allowed_chat_ids
+
+    def is_admin(self, user_id: int | None) -> bool:
+        return user_id is not None and user_id in self.settings.admin_user_ids
+
+    def is_muted(self, chat_id: int) -> bool:
+        return chat_id in self._muted
+
+    def is_opted_out(self, user_id: int | None) -> bool:
+        return user_id is not None and user_id in self._opted_out
+
+    # --- incoming messages --------------------------------------------------------------------
+
+    def observe(self, message: TextMessage) -> Decision:
+        """Queue ``message`` for storage (unless its sender opted out) and decide on a reply.
+
+        Never blocks: the writer thread does the database work in batches.
+        """
+        from storage.writer import MessageRecord
+
+        if not self.is_opted_out(message.sender_id):
+            self.writer.submit(
+                MessageRecord(
+                    chat_id=message.chat_id,
+                    message_id=message.message_id,
+                    sender_id=message.sender_id,
+                    sender_name=message.sender_name,
+                    text=message.text,
+                    date=message.date,
+                    reply_to_message_id=message.reply_to_message_id,
+                    sender_username=message.sender_username,
+                    sender_is_bot=message.sender_is_bot,
+                    chat_title=message.chat_title,
+                    chat_type=message.chat_type,
+                )
+            )
+        return self.policy.decide(
+            Incoming(
+                chat_id=message.chat_id,
+                sender_is_bot=message.sender_is_bot,
+                addressed=message.addressed,
+                muted=self.is_muted(message.chat_id),
+            )
+        )
+
+    def record_sent(
+        self,
+        reply: Reply,
+        *,
+        chat_id: int,
+        message_id: int,
+        bot_id: int | None,
+        date: datetime | None = None,
+        reply_to_message_id: int | None = None,
+    ) -> None:
+        """Store a post the bot made in a friend's voice, so later context includes it.
+
+        It is flagged ``from_bot``: retraining never learns from the bot's own words.
+        """
+        from storage.writer import MessageRecord
+
+        self.writer.submit(
+            MessageRecord(
+                chat_id=chat_id,
+                message_id=message_id,
+                sender_id=bot_id,
+                sender_name=reply.speaker,
+                text=reply.text,
+                date=date or datetime.now(UTC),
+                reply_to_message_id=reply_to_message_id,
+                from_bot=True,
+            )
+        )
+
+    # --- generation ---------------------------------------------------------------------------
+
+    async def reply_in_character(
+        self, chat_id: int, asker: str | None = None, *, prompted: bool = True
+    ) -> Reply | None:
+        """The model continues the chat as the friend it picks (asking again with a persona
+        when it picks nobody usable). None when there is no one to speak as, or when an
+        unprompted reply came out empty; asked directly, a friend who has no words shrugs."""
+        context, friends = await self.context(chat_id)
+        chat = self.models.current.chat
+        candidates = await self._generate(chat, build_prompt(context), CANDIDATES)
+        reply = choose_reply(candidates, friends, avoid=[asker] if asker else [])
+        if reply is not None:
+            return reply
+        persona = friends.pick(self.rng, avoid=[asker] if asker else [])
+        if persona is None:
+            log.info("chat %s: no friend to speak as yet", chat_id)
+            return None
+        candidates = await self._generate(chat, build_prompt(context, persona), CANDIDATES)
+        reply = persona_reply(candidates, persona)
+        return reply if reply is not None or not prompted else Reply(persona, SHRUG)
+
+    async def reply_as(self, chat_id: int, args: Sequence[str], asker: str) -> Reply:
+        """``/as NAME [text]``: the chat (plus ``text``, said by the asker) answered as NAME."""
+        context, friends = await self.context(chat_id)
+        name, text = split_as_args(args, friends)
+        if friends.is_blocked(name):
+            raise UsageError(f"{name} opted out, so I never speak as them.")
+        if text:
+            text = limit_input(text, self.settings.max_input_chars, "Usage: /as NAME [text]")
+        persona = friends.find(name) or name
+        prompt = as_prompt(context, persona, asker, text)
+        candidates = await self._generate(self.models.current.chat, prompt, CANDIDATES)
+        return persona_reply(candidates, persona) or Reply(persona, SHRUG)
+
+    async def paraphrase(self, text: str, asker: str) -> list[str]:
+        """Up to three rewordings of ``text`` from the paraphrase model."""
+        text = limit_input(text, self.settings.max_input_chars, PARAPHRASE_USAGE)
+        task = self.models.current.paraphrase
+        prompt = paraphrase_prompt(text, task.instruct, asker)
+        outputs = await self._generate(task.engine, prompt, CANDIDATES + 1)
+        return clean_paraphrases(outputs, text, task.instruct)
+
+    async def joke(self, chat_id: int, topic: str, asker: str) -> Reply:
+        """A joke (about ``topic``, if given) from the joke model, told by one of the friends."""
+        topic_text = (
+            limit_input(topic, self.settings.max_input_chars, JOKE_USAGE) if topic.strip() else None
+        )
+        context, friends = await self.context(chat_id)
+        teller = friends.pick(self.rng, avoid=[asker])
+        if teller is None:
+            raise UsageError("I don't know anyone here yet who could tell it. Chat a bit first!")
+        task = self.models.current.joke
+        prompt = joke_prompt(topic_text, task.instruct, context, asker, teller)
+        candidates = await self._generate(task.engine, prompt, CANDIDATES)
+        return persona_reply(candidates, teller) or Reply(teller, SHRUG)
+
+    async def context(self, chat_id: int) -> tuple[list[str], Friends]:
+        """The chat's recent lines (as in training) and the friends the bot may speak as."""
+        return await asyncio.to_thread(self._read_context, chat_id)
+
+    def _read_context(self, chat_id: int) -> tuple[list[str], Friends]:
+        from sqlalchemy import select
+
+        from storage.history import recent_messages
+        from storage.models import Member
+
+        self._flush()  # the message being answered may still be in the writer's queue
+        window = max(self.settings.history_size, FRIENDS_WINDOW)
+        with self.sessions.begin() as session:
+            recent = recent_messages(session, chat_id, window)
+            bots = set(session.scalars(select(Member.user_id).where(Member.is_bot)))
+        lines = context_lines(recent[-self.settings.history_size :])
+        names = [m.sender_name for m in recent if m.from_bot or m.sender_id not in bots]
+        if self.models.loaded:
+            names += [str(n) for n in self.models.current.chat.info.get("speakers") or []]
+        blocked = [name for names_ in self._opted_out.values() for name in names_]
+        return lines, Friends.build(names, blocked)
+
+    async def _generate(self, engine: ReplyEngine, prompt: str, n: int) -> list[str]:
+        """``n`` outputs for ``prompt`` on a worker thread, within the time limit.
+
+        Sampled first (varied replies). If every sample comes out empty (the model ended at
+        once), the ``n`` best beams are asked for instead: beams are distinct by construction
+        and rarely all empty.
+        """
+        s = self.settings
+        seed = self._seeds.randrange(2**31) if self._seeds is not None else None
+
+        def work() -> list[str]:
+            outputs = engine.generate(
+                [prompt],
+                max_new_tokens=s.max_new_tokens,
+                sample=True,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                num_return_sequences=n,
+                seed=seed,
+            )[0]
+            if any(o.strip() for o in outputs):
+                return outputs
+            return engine.generate(
+                [prompt], max_new_tokens=s.max_new_tokens, sample=False, num_return_sequences=n
+            )[0]
+
+        return await self.responder.run(work)
+
+    # --- members and admin --------------------------------------------------------------------
+
+    async def opt_out(self, user_id: int, display_name: str, username: str | None) -> int:
+        """Never store or imitate this member again; delete what is stored. Returns rows deleted."""
+        self._opted_out[user_id] = _names(display_name, username)  # before anything else
+
+        def work() -> int:
+            from storage.history import forget_member, set_opted_out, upsert_member
+
+            self._flush()
+            with self.sessions.begin() as session:
+                upsert_member(session, user_id, display_name, username)
+                set_opted_out(session, user_id, True)
+                return forget_member(session, user_id)
+
+        return await asyncio.to_thread(work)
+
+    async def opt_in(self, user_id: int, display_name: str, username: str | None) -> None:
+        """Store and imitate this member again from now on."""
+
+        def work() -> None:
+            from storage.history import set_opted_out, upsert_member
+
+            with self.sessions.begin() as session:
+                upsert_member(session, user_id, display_name, username)
+                set_opted_out(session, user_id, False)
+
+        await asyncio.to_thread(work)
+        self._opted_out.pop(user_id, None)
+
+    async def set_muted(self, chat_id: int, muted: bool) -> None:
+        """Mute (no replies, messages still stored) or unmute a chat; survives restarts."""
+
+        def work() -> None:
+            from storage.history import set_chat_flags
+
+            with self.sessions.begin() as session:
+                set_chat_flags(session, chat_id, muted=muted)
+
+        await asyncio.to_thread(work)
+        if muted:
+            self._muted.add(chat_id)
+        else:
+            self._muted.discard(chat_id)
+
+    async def forget(self, chat_id: int) -> int:
+        """Delete the chat's stored history (flags kept); returns rows deleted."""
+
+        def work() -> int:
+            from storage.history import forget_chat
+
+            self._flush()
+            with self.sessions.begin() as session:
+                return forget_chat(session, chat_id)
+
+        deleted = await asyncio.to_thread(work)
+        self.policy.forget(chat_id)
+        return deleted
+
+    async def stats(self, chat_id: int) -> dict[str, object]:
+        """What is stored for the chat, plus the models and queues of this process."""
+
+        def work() -> dict[str, object]:
+            from storage.history import chat_stats
+
+            self._flush()
+            with self.sessions.begin() as session:
+                return dict(chat_stats(session, chat_id))
+
+        stats = await asyncio.to_thread(work)
+        stats["muted"] = self.is_muted(chat_id)
+        stats["opted_out_members"] = len(self._opted_out)
+        stats["generations_in_flight"] = self.responder.in_flight
+        stats["models"] = self.models.current.describe() if self.models.loaded else "not loaded"
+        return stats
+
+    async def reload(self) -> ServedModels:
+        """Load the models again (MODEL_DIR re-resolved) and swap them in between replies.
+
+        The hook for retraining: a watcher that sees a newly promoted ``models/current``
+        calls this, exactly as an admin's /reload does.
+        """
+        models = await self.models.reload()
+        log.info("models reloaded (%d so far)", self.models.reloads)
+        return models
+
+    def _flush(self) -> None:
+        try:
+            self.writer.flush(timeout=FLUSH_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("writer is behind; answering from what is committed so far")
+
+
+def _names(display_name: str, username: str | None) -> tuple[str, ...]:
+    return (display_name, username) if username else (display_name,)

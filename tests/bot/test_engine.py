@@ -1,0 +1,378 @@
+"""The reply engine: both backends generate the same tokens, and loading fails clearly."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from bot.engine import CT2_DIRNAME, DecodeOptions, ReplyEngine, export_ct2
+from tests.conftest import CHAT_LINES
+from training.errors import InputError
+
+PROMPTS = [
+    "Alice: hey guys whats up 😂\nBob: nothing much, you?",
+    "Carol: lets go climbing tomorrow!!",
+    "Dave: count me in. bringing coffee\nreply as Bob:",
+    "Bob: ok ok fine",
+    "Alice: lol sure, 10am?",
+]
+GREEDY_FIXED = DecodeOptions(max_new_tokens=12, min_new_tokens=12, sample=False)
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model after a few dozen steps on the chat lines.
+
+    Untrained, it answers every prompt with padding, which would make "both backends agree" a
+    vacuous check; a little training makes greedy outputs differ from prompt to prompt.
+    """
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("trained-tiny")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    contexts = ["\n".join(CHAT_LINES[max(0, i - 3) : i]) for i in range(1, len(CHAT_LINES))]
+    batch = tokenizer(contexts, text_target=CHAT_LINES[1:], padding=True, return_tensors="pt")
+    labels = batch["labels"].masked_fill(batch["labels"] == tokenizer.pad_token_id, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(60):
+        loss = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels
+        ).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def model_copy(trained_dir: Path, tmp_path: Path) -> Path:
+    """A private copy to export into: the shared fixtures must never gain a ct2/."""
+    return Path(shutil.copytree(trained_dir, tmp_path / "model"))
+
+
+# --- Hugging Face backend ---------------------------------------------------------------------
+
+
+def test_hf_generate_returns_texts_per_prompt(tiny_model_dir: Path) -> None:
+    engine = ReplyEngine.load(tiny_model_dir, backend="hf")
+
+    out = engine.generate(PROMPTS[:3], max_new_tokens=6, num_return_sequences=2, seed=0)
+
+    assert engine.backend == "hf"
+    assert engine.model_dir == tiny_model_dir.resolve()
+    assert engine.info == {}
+    assert engine.max_source_length == 512
+    assert len(out) == 3
+    assert all(len(replies) == 2 and all(isinstance(r, str) for r in replies) for replies in out)
+    assert engine.generate([]) == []
+
+
+def test_hf_decodes_without_special_tokens(trained_dir: Path) -> None:
+    engine = ReplyEngine.load(trained_dir, backend="hf")
+
+    ids = engine.generate_ids(PROMPTS, GREEDY_FIXED)
+    texts = engine.generate(PROMPTS, sample=False, max_new_tokens=12, min_new_tokens=12)
+
+    tokenizer = engine._tokenizer
+    expected = [[tokenizer.decode(row, skip_special_tokens=True).strip()] for [row] in ids]
+    assert texts == expected
+    assert all(len(row) == 12 for [row] in ids)
+    assert len({tuple(row) for [row] in ids}) > 1, "greedy replies should depend on the prompt"
+    assert not any("<pad>" in t or "</s>" in t for [t] in texts)
+
+
+def test_seed_makes_sampling_repeatable(trained_dir: Path) -> None:
+    engine = ReplyEngine.load(trained_dir, backend="hf")
+    opts = DecodeOptions(max_new_tokens=10, min_new_tokens=10, temperature=1.5, top_p=1.0, seed=7)
+
+    first = engine.generate_ids(PROMPTS, opts)
+    again = engine.generate_ids(PROMPTS, opts)
+    other = engine.generate_ids(PROMPTS, DecodeOptions(**{**opts.__dict__, "seed": 8}))
+
+    assert first == again
+    assert first != other
+
+
+def test_greedy_with_several_sequences_returns_distinct_beams(trained_dir: Path) -> None:
+    engine = ReplyEngine.load(trained_dir, backend="hf")
+
+    out = engine.generate_ids(
+        PROMPTS[:2], DecodeOptions(max_new_tokens=8, sample=False, num_return_sequences=3)
+    )
+
+    assert [len(beams) for beams in out] == [3, 3]
+    assert all(len({tuple(b) for b in beams}) == 3 for beams in out)
+
+
+def test_max_source_length_from_friendbot_json_drops_oldest_lines(model_copy: Path) -> None:
+    (model_copy / "friendbot.json").write_text(json.dumps({"max_source_length": 24}))
+    engine = ReplyEngine.load(model_copy, backend="hf")
+    tail = "Carol: lets go climbing tomorrow!!\nreply as Bob:"
+    old_a = "\n".join(["Alice: hey guys whats up"] * 20)
+    old_b = "\n".join(["Dave: count me in. bringing coffee"] * 20)
+
+    truncated = engine.generate_ids([f"{old_a}\n{tail}", f"{old_b}\n{tail}"], GREEDY_FIXED)
+
+    assert engine.info == {"max_source_length": 24}
+    assert engine.max_source_length == 24
+    assert truncated[0] == truncated[1], "only the newest lines fit in 24 tokens"
+
+
+def test_concurrent_calls_give_sequential_results(trained_dir: Path) -> None:
+    engine = ReplyEngine.load(trained_dir, backend="hf", threads=1)
+    expected = {p: engine.generate_ids([p], GREEDY_FIXED) for p in PROMPTS}
+    results: dict[str, list[list[list[int]]]] = {}
+    errors: list[BaseException] = []
+
+    def worker(prompt: str) -> None:
+        try:
+            results[prompt] = engine.generate_ids([prompt], GREEDY_FIXED)
+        except BaseException as exc:  # surfaced below: a thread's exception is otherwise lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(p,)) for p in PROMPTS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert results == expected
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_new_tokens": 0},
+        {"min_new_tokens": 5, "max_new_tokens": 4},
+        {"num_return_sequences": 0},
+        {"temperature": 0.0},
+        {"top_p": 0.0},
+        {"top_k": -1},
+    ],
+)
+def test_invalid_decode_options_are_rejected(options: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        DecodeOptions(**options)
+
+
+# --- Loading errors --------------------------------------------------------------------------
+
+
+def test_missing_model_dir_is_one_line_input_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(InputError) as err:
+        ReplyEngine.load(missing)
+    message = str(err.value)
+    assert message.startswith(str(missing))
+    assert "\n" not in message
+
+
+def test_dir_without_a_model_is_input_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(InputError, match=r"no config\.json"):
+        ReplyEngine.load(tmp_path)
+    with pytest.raises(InputError, match="not a directory"):
+        ReplyEngine.load(tmp_path / "notes.txt")
+
+
+def test_broken_weights_are_one_line_input_error(model_copy: Path) -> None:
+    (model_copy / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(InputError) as err:
+        ReplyEngine.load(model_copy, backend="hf")
+    assert "cannot load the model" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_backend_is_input_error(tiny_model_dir: Path) -> None:
+    with pytest.raises(InputError, match="unknown backend"):
+        ReplyEngine.load(tiny_model_dir, backend="onnx")
+
+
+# --- CTranslate2 -----------------------------------------------------------------------------
+
+
+def test_export_writes_a_complete_ct2_dir(model_copy: Path) -> None:
+    target = export_ct2(model_copy)
+
+    assert target == model_copy / CT2_DIRNAME
+    names = {p.name for p in target.iterdir()}
+    assert {"model.bin", "config.json", "tokenizer.json", "friendbot-ct2.json"} <= names
+    assert json.loads((target / "friendbot-ct2.json").read_text())["quantization"] == "int8"
+    assert [p.name for p in model_copy.iterdir() if p.name.startswith(".")] == []
+
+
+def test_failed_export_keeps_the_previous_conversion(
+    model_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ctranslate2.converters import TransformersConverter
+
+    export_ct2(model_copy)
+    before = (model_copy / CT2_DIRNAME / "model.bin").read_bytes()
+
+    def half_then_fail(self: object, output_dir: str, **kwargs: object) -> str:
+        Path(output_dir).mkdir()
+        (Path(output_dir) / "model.bin").write_bytes(b"half")
+        raise ValueError("converter blew up\nwith a second line")
+
+    monkeypatch.setattr(TransformersConverter, "convert", half_then_fail)
+    with pytest.raises(InputError) as err:
+        export_ct2(model_copy)
+
+    assert "converter blew up" in str(err.value) and "\n" not in str(err.value)
+    assert (model_copy / CT2_DIRNAME / "model.bin").read_bytes() == before
+    assert [p.name for p in model_copy.iterdir() if p.name.startswith(".")] == []
+
+
+def test_export_rejects_bad_input(tmp_path: Path, tiny_model_dir: Path) -> None:
+    with pytest.raises(InputError, match="no such model directory"):
+        export_ct2(tmp_path / "missing")
+    with pytest.raises(InputError, match="unknown quantization"):
+        export_ct2(tiny_model_dir, quantization="int3")
+    assert not (tiny_model_dir / CT2_DIRNAME).exists()
+
+
+@pytest.mark.parametrize("quantization", ["float32", "int8"])
+def test_ct2_greedy_matches_hf_token_for_token(model_copy: Path, quantization: str) -> None:
+    hf = ReplyEngine.load(model_copy, backend="hf")
+    fixed_hf = hf.generate_ids(PROMPTS, GREEDY_FIXED)
+    free = DecodeOptions(max_new_tokens=20, sample=False)  # stops at eos on its own
+    free_hf = hf.generate_ids(PROMPTS, free)
+
+    export_ct2(model_copy, quantization=quantization)
+    ct2 = ReplyEngine.load(model_copy, backend="ct2")
+    fixed_ct2 = ct2.generate_ids(PROMPTS, GREEDY_FIXED)
+    free_ct2 = ct2.generate_ids(PROMPTS, free)
+
+    assert ct2.backend == "ct2"
+    assert len({tuple(row) for [row] in fixed_hf}) > 1
+    if quantization == "float32":  # same arithmetic: every token must agree
+        assert fixed_ct2 == fixed_hf
+        assert free_ct2 == free_hf
+    else:  # int8 rounding may flip a near tie, but not on most prompts
+        same = sum(a == b for a, b in zip(fixed_ct2, fixed_hf, strict=True))
+        assert same >= len(PROMPTS) - 1
+        assert [r[0][:3] for r in fixed_ct2] == [r[0][:3] for r in fixed_hf]
+    assert ct2.generate(PROMPTS[:2], sample=False, max_new_tokens=20) == [
+        [hf._tokenizer.decode(row, skip_special_tokens=True).strip()] for [row] in free_ct2[:2]
+    ]
+
+
+def test_ct2_sampling_options_and_seed(model_copy: Path) -> None:
+    export_ct2(model_copy)
+    engine = ReplyEngine.load(model_copy, backend="ct2")
+    opts = DecodeOptions(
+        max_new_tokens=10,
+        min_new_tokens=10,
+        temperature=1.5,
+        top_p=1.0,
+        top_k=0,
+        seed=3,
+        num_return_sequences=2,
+    )
+
+    first = engine.generate_ids(PROMPTS, opts)
+    again = engine.generate_ids(PROMPTS, opts)
+    other = engine.generate_ids(PROMPTS, DecodeOptions(**{**opts.__dict__, "seed": 4}))
+    beams = engine.generate_ids(
+        PROMPTS[:1], DecodeOptions(max_new_tokens=8, sample=False, num_return_sequences=3)
+    )
+
+    assert [len(r) for r in first] == [2] * len(PROMPTS)
+    assert all(len(seq) == 10 for r in first for seq in r)
+    assert first == again
+    assert first != other
+    assert len({tuple(b) for b in beams[0]}) == 3
+    # top-k larger than the tiny vocabulary is clamped, as HF does
+    assert len(engine.generate(PROMPTS[:1], top_k=50_000)[0]) == 1
+
+
+# --- Backend selection -----------------------------------------------------------------------
+
+
+def test_auto_uses_ct2_when_exported(model_copy: Path) -> None:
+    assert ReplyEngine.load(model_copy).backend == "hf"
+    export_ct2(model_copy)
+    assert ReplyEngine.load(model_copy).backend == "ct2"
+    assert ReplyEngine.load(model_copy, backend="hf").backend == "hf"
+
+
+def test_auto_ignores_a_conversion_older_than_the_weights(
+    model_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    export_ct2(model_copy)
+    model_bin = model_copy / CT2_DIRNAME / "model.bin"
+    weights = model_copy / "model.safetensors"
+    stamp = model_bin.stat().st_mtime
+    os.utime(weights, (stamp + 60, stamp + 60))  # retrained after the export
+
+    with caplog.at_level(logging.WARNING, logger="bot.engine"):
+        engine = ReplyEngine.load(model_copy)
+
+    assert engine.backend == "hf"
+    assert "older than the model weights" in caplog.text
+    with pytest.raises(InputError, match="older than the model weights"):
+        ReplyEngine.load(model_copy, backend="ct2")
+
+
+def test_missing_ct2_falls_back_to_hf_or_fails_clearly_when_asked(model_copy: Path) -> None:
+    assert ReplyEngine.load(model_copy, backend="auto").backend == "hf"
+    with pytest.raises(InputError) as err:
+        ReplyEngine.load(model_copy, backend="ct2")
+    assert "export-ct2" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_corrupt_ct2_falls_back_to_hf(model_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
+    export_ct2(model_copy)
+    (model_copy / CT2_DIRNAME / "model.bin").write_bytes(b"garbage")
+
+    with caplog.at_level(logging.WARNING, logger="bot.engine"):
+        engine = ReplyEngine.load(model_copy)
+
+    assert engine.backend == "hf"
+    assert "failed to load" in caplog.text
+    with pytest.raises(InputError, match="cannot load the CTranslate2 model"):
+        ReplyEngine.load(model_copy, backend="ct2")
+
+
+def test_model_dir_through_a_symlink_is_resolved(model_copy: Path, tmp_path: Path) -> None:
+    link = tmp_path / "current"
+    link.symlink_to(model_copy)
+    assert ReplyEngine.load(link, backend="hf").model_dir == model_copy.resolve()
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_export_ct2(model_copy: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from bot import cli_engine
+
+    app = typer.Typer()
+    cli_engine.register(app)
+    app.command("noop")(lambda: None)  # two commands, so the subcommand name is required
+    runner = CliRunner()
+
+    failed = runner.invoke(app, ["export-ct2", str(model_copy / "missing")])
+    assert isinstance(failed.exception, InputError)  # bot.cli.main prints it as one line
+    assert "no such model directory" in str(failed.exception)
+
+    done = runner.invoke(app, ["export-ct2", str(model_copy), "--quantization", "float32"])
+    assert done.exit_code == 0, done.output
+    meta = json.loads((model_copy / CT2_DIRNAME / "friendbot-ct2.json").read_text())
+    assert meta["quantization"] == "float32"
+    assert str(model_copy / CT2_DIRNAME) in done.output

@@ -1,0 +1,342 @@
+"""A small fake Telegram Bot API server on 127.0.0.1 for end-to-end tests.
+
+The real bot (python-telegram-bot's own networking) talks to it through
+``TELEGRAM_API_BASE_URL``. Tests queue updates (``say``), and the server hands them out through
+``getUpdates`` long polling with Telegram's offset semantics; every call the bot makes is
+recorded, so a test asserts what the bot sent. It runs in a thread with the standard library's
+HTTP server, independent of the event loop the bot runs on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl
+
+# python-telegram-bot sends string parameters raw and everything else JSON-encoded.
+STRING_FIELDS = frozenset(
+    {"text", "parse_mode", "action", "caption", "url", "secret_token", "language_code"}
+)
+_TAG = re.compile(r"<[^>]+>")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One Bot API request the bot made."""
+
+    method: str
+    params: dict[str, Any]
+    ok: bool = True  # False for a call answered with an (injected) error
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class FakeUser:
+    id: int
+    first_name: str
+    username: str | None = None
+    is_bot: bool = False
+    last_name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "is_bot": self.is_bot, "first_name": self.first_name}
+        if self.last_name:
+            data["last_name"] = self.last_name
+        if self.username:
+            data["username"] = self.username
+        return data
+
+
+@dataclass(frozen=True)
+class FakeChat:
+    id: int
+    title: str | None = "Friends"
+    type: str = "supergroup"
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "type": self.type}
+        if self.title:
+            data["title"] = self.title
+        return data
+
+
+class FakeTelegram:
+    """The fake server: start it, point the bot at ``base_url``, feed updates, read calls."""
+
+    def __init__(
+        self,
+        token: str = "123456:TEST-token_abcdefghijklmnopqrstuvwxyz",
+        bot_id: int = 777000111,
+        bot_username: str = "friendbot_test_bot",
+    ) -> None:
+        self.token = token
+        self.bot = FakeUser(bot_id, "Friendbot", bot_username, is_bot=True)
+        self.calls: list[Call] = []
+        self.commands: list[dict[str, Any]] = []
+        self._updates: list[dict[str, Any]] = []
+        self._next_update_id = 1
+        self._next_message_id: dict[int, int] = {}
+        self._failures: dict[str, list[tuple[int, str]]] = {}
+        self._cond = threading.Condition()
+        self._closing = False
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> FakeTelegram:
+        """Listen on an ephemeral port of 127.0.0.1 (never any other interface)."""
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Release long polls, then shut the server down."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeTelegram:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """What ``TELEGRAM_API_BASE_URL`` must be: the token is appended to it."""
+        assert self._server is not None, "start() the server first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/bot"
+
+    # --- feeding updates ----------------------------------------------------------------------
+
+    def say(
+        self,
+        chat: FakeChat,
+        user: FakeUser,
+        text: str,
+        *,
+        reply_to: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Queue a text message from ``user`` in ``chat``; ``@username`` and ``/command``
+        get their entities as Telegram would add them. Returns the message."""
+        message = {
+            "message_id": self._message_id(chat.id),
+            "date": int(time.time()),
+            "chat": chat.to_dict(),
+            "from": user.to_dict(),
+            "text": text,
+        }
+        entities = _entities(text)
+        if entities:
+            message["entities"] = entities
+        if reply_to is not None:
+            message["reply_to_message"] = reply_to
+        self.push({"message": message})
+        return message
+
+    def push(self, update: dict[str, Any]) -> int:
+        """Queue any update (an ``update_id`` is added); returns its id."""
+        with self._cond:
+            update = {"update_id": self._next_update_id, **update}
+            self._next_update_id += 1
+            self._updates.append(update)
+            self._cond.notify_all()
+            return update["update_id"]
+
+    def fail(self, method: str, *, times: int = 1, code: int = 400, description: str = "") -> None:
+        """Make the next ``times`` calls of ``method`` fail with a Bot API error."""
+        with self._cond:
+            self._failures.setdefault(method, []).extend(
+                [(code, description or "Bad Request: injected failure")] * times
+            )
+
+    # --- reading what the bot did -------------------------------------------------------------
+
+    def calls_to(self, method: str) -> list[Call]:
+        with self._cond:
+            return [c for c in self.calls if c.method == method]
+
+    def sent(self, chat_id: int | None = None) -> list[dict[str, Any]]:
+        """Parameters of every delivered sendMessage (to ``chat_id`` if given), in order."""
+        return [
+            c.params
+            for c in self.calls_to("sendMessage")
+            if c.ok and (chat_id is None or c.params.get("chat_id") == chat_id)
+        ]
+
+    def pending_updates(self) -> int:
+        """Updates not yet confirmed by the bot (it confirms with the next getUpdates offset)."""
+        with self._cond:
+            return len(self._updates)
+
+    def wait_for(self, predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+        """Poll ``predicate()`` until it returns something truthy; fail the test on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(0.02)
+
+    # --- the API ------------------------------------------------------------------------------
+
+    def handle(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Answer one Bot API call (status, JSON body); recorded before answering."""
+        with self._cond:
+            failures = self._failures.get(method)
+            self.calls.append(Call(method, params, ok=not failures))
+            if failures:
+                code, description = failures.pop(0)
+                return code, {"ok": False, "error_code": code, "description": description}
+        api = _API.get(method)
+        if api is None:
+            return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+        return 200, {"ok": True, "result": api(self, params)}
+
+    def _get_me(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **self.bot.to_dict(),
+            "can_join_groups": True,
+            "can_read_all_group_messages": True,
+            "supports_inline_queries": False,
+        }
+
+    def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        limit = int(params.get("limit") or 100)
+        deadline = time.monotonic() + float(params.get("timeout") or 0)
+        with self._cond:
+            # Telegram forgets every update below the offset: they are confirmed.
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+            while not self._updates and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return [dict(u) for u in self._updates[:limit]]
+
+    def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = int(params["chat_id"])
+        text = str(params["text"])
+        if params.get("parse_mode") == "HTML":
+            text = html.unescape(_TAG.sub("", text))
+        message: dict[str, Any] = {
+            "message_id": self._message_id(chat_id),
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "supergroup" if chat_id < 0 else "private"},
+            "from": self.bot.to_dict(),
+            "text": text,
+        }
+        return message
+
+    def _set_my_commands(self, params: dict[str, Any]) -> bool:
+        with self._cond:
+            self.commands = list(params.get("commands") or [])
+        return True
+
+    def _get_my_commands(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        with self._cond:
+            return list(self.commands)
+
+    def _message_id(self, chat_id: int) -> int:
+        with self._cond:
+            next_id = self._next_message_id.get(chat_id, 1)
+            self._next_message_id[chat_id] = next_id + 1
+            return next_id
+
+
+_API: dict[str, Any] = {
+    "getMe": FakeTelegram._get_me,
+    "getUpdates": FakeTelegram._get_updates,
+    "sendMessage": FakeTelegram._send_message,
+    "sendChatAction": lambda self, params: True,
+    "setMyCommands": FakeTelegram._set_my_commands,
+    "getMyCommands": FakeTelegram._get_my_commands,
+    "deleteMyCommands": lambda self, params: True,
+    "deleteWebhook": lambda self, params: True,
+    "setWebhook": lambda self, params: True,
+    "close": lambda self, params: True,
+    "logOut": lambda self, params: True,
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP glue: ``/bot<token>/<method>`` with form, JSON or query parameters."""
+
+    fake: FakeTelegram
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._serve(self.path.partition("?")[2].encode())
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self._serve(self.rfile.read(length))
+
+    def _serve(self, body: bytes) -> None:
+        path = self.path.partition("?")[0]
+        prefix = f"/bot{self.fake.token}/"
+        if not path.startswith(prefix):
+            self._reply(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
+            return
+        method = path[len(prefix) :]
+        self._reply(*self.fake.handle(method, _params(self.headers.get("Content-Type"), body)))
+
+    def _reply(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the bot hung up
+            self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        pass
+
+
+def _params(content_type: str | None, body: bytes) -> dict[str, Any]:
+    if not body:
+        return {}
+    if content_type and content_type.startswith("application/json"):
+        return json.loads(body)
+    params: dict[str, Any] = {}
+    for key, value in parse_qsl(body.decode(), keep_blank_values=True):
+        if key in STRING_FIELDS:
+            params[key] = value
+            continue
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+def _entities(text: str) -> list[dict[str, Any]]:
+    """Mention and bot-command entities, offsets in UTF-16 code units as Telegram counts."""
+    entities = []
+    for match in re.finditer(r"(?<!\w)(@\w{3,})|^(/\w+(?:@\w+)?)", text):
+        kind = "mention" if match.group(1) else "bot_command"
+        offset = len(text[: match.start()].encode("utf-16-le")) // 2
+        length = len(match.group(0).encode("utf-16-le")) // 2
+        entities.append({"type": kind, "offset": offset, "length": length})
+    return entities

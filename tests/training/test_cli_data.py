@@ -1,0 +1,92 @@
+"""`friendbot chats` and `friendbot prepare` as a user types them: output and exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+
+EXPORTS = Path(__file__).parent / "fixtures" / "exports"
+SAMPLE = Path(__file__).parents[2] / "examples" / "sample_chat" / "result.json"
+
+
+def friendbot(*args: str) -> tuple[int, str]:
+    """Run ``friendbot ARGS`` in this process; (exit status, stdout+stderr)."""
+    out = io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # one error line stays one line
+
+
+def test_chats_lists_id_type_name_and_count() -> None:
+    code, out = friendbot("chats", str(EXPORTS / "full_account.json"))
+    assert code == 0, out
+    for expected in ("-1001555000111", "public_supergroup", "Climbing Club", "Board Games"):
+        assert expected in out
+    assert "5 chat(s)" in out
+
+
+def test_prepare_prints_the_stats_table(tmp_path: Path) -> None:
+    out_dir = tmp_path / "sample"
+    code, out = friendbot("prepare", str(SAMPLE), "--out", str(out_dir), "--session-gap", "90")
+    assert code == 0, out
+    stats = json.loads((out_dir / "stats.json").read_text())
+    assert stats["options"]["session_gap"] == 90
+    assert "messages read" in out and "6,021" in out
+    assert f"{stats['pairs']['train']:,}" in out
+    assert "responses by Alice" in out
+
+
+def test_prepare_options_reach_the_dataset(tmp_path: Path) -> None:
+    out_dir = tmp_path / "club"
+    code, out = friendbot(
+        "prepare", str(EXPORTS / "full_account.json"), "--out", str(out_dir),
+        "--chat", "Climbing Club", "--exclude", "Dan", "--min-context", "0",
+        "--split", "100/0/0", "--context", "1", "--scrub", "--merge-bursts", "5",
+    )  # fmt: skip
+    assert code == 0, out
+    options = json.loads((out_dir / "stats.json").read_text())["options"]
+    assert options["chat"] == ["Climbing Club"] and options["exclude"] == ["Dan"]
+    assert options["split"] == [1.0, 0.0, 0.0] and options["scrub"] is True
+    assert options["merge_bursts"] == 5.0 and options["context"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.json"], "missing.json: no such file"),
+        ([str(EXPORTS / "full_account.json")], "choose one with --chat NAME_OR_ID"),
+        ([str(SAMPLE), "--split", "80/20"], "--split 80/20: expected three numbers"),
+        ([str(SAMPLE), "--context", "0"], "--context 0: must be at least 1"),
+    ],
+)
+def test_prepare_errors_are_one_line_and_exit_2(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    code, out = friendbot("prepare", *args, "--out", str(tmp_path / "x"))
+    assert code == 2
+    assert message in out
+    assert out.strip().count("\n") == 0
+    assert not (tmp_path / "x").exists()
+
+
+def test_invalid_json_exits_2_with_the_position(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n "name": "x",\n "messages": [\n  {\n   "id": 1,,\n  }\n ]\n}\n')
+    code, out = friendbot("prepare", str(bad), "--out", str(tmp_path / "x"))
+    assert code == 2
+    assert "bad.json: invalid JSON at line 5" in out

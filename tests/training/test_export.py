@@ -1,0 +1,330 @@
+"""Reading Telegram exports: every quirk of the format doc, both readers, and bad files."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from training.errors import InputError
+from training.export import (
+    ChatSelector,
+    NeedsChatChoice,
+    iter_chat_messages,
+    list_chats,
+    read_export,
+)
+from training.export_layout import Chunk, scan
+from training.messages import ChatMessage, bot_api_chat_id, sender_id_of
+from training.normalize import Rules, member_keys
+
+EXPORTS = Path(__file__).parent / "fixtures" / "exports"
+SINGLE = EXPORTS / "single_chat.json"
+OLD = EXPORTS / "old_format.json"
+FULL = EXPORTS / "full_account.json"
+CLUB = -1001555000111  # Climbing Club in Bot API form
+SAMPLE_EXPORT = Path(__file__).parents[2] / "examples" / "sample_chat" / "result.json"
+
+
+def messages(path: Path, **kwargs: object) -> dict[int, ChatMessage]:
+    return {m.message_id: m for m in iter_chat_messages(path, **kwargs)}  # type: ignore[arg-type]
+
+
+def rows(read: object) -> list[dict]:
+    return read.table().to_pylist()  # type: ignore[attr-defined]
+
+
+# --- ids ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "chat_type", "expected"),
+    [
+        (1555000111, "private_supergroup", -1001555000111),
+        (1555000111, "public_supergroup", -1001555000111),
+        (1777, "private_channel", -1000000001777),
+        (1777, "public_channel", -1000000001777),
+        (3030, "private_group", -3030),
+        (102, "personal_chat", 102),
+        (101, "saved_messages", 101),
+        (-1001555000111, "private_supergroup", -1001555000111),  # already Bot API form
+    ],
+)
+def test_bot_api_chat_ids(raw: int, chat_type: str, expected: int) -> None:
+    assert bot_api_chat_id(raw, chat_type) == expected
+
+
+def test_sender_ids_in_both_export_formats() -> None:
+    assert sender_id_of("user123") == "user123"
+    assert sender_id_of("channel777") == "channel777"
+    assert sender_id_of(123) == "user123"  # old exports: a bare integer
+    assert sender_id_of(None) == "unknown"
+
+
+# --- one message at a time: the single-chat fixture ----------------------------------------
+
+
+def test_kept_messages_are_normalized() -> None:
+    got = messages(SINGLE)
+    assert sorted(got) == [3, 4, 5, 6, 10, 14, 15, 17, 19, 23, 25]
+    assert all(m.chat_id == CLUB for m in got.values())
+    assert got[3] == ChatMessage(
+        CLUB, 3, "Ann", "user101", 1717243260, "hey all, first session on saturday?", None
+    )
+
+
+def test_text_as_entity_list_is_flattened() -> None:
+    got = messages(SINGLE)
+    assert got[4].text == "sure 10am works"
+    assert got[4].reply_to == 3
+    assert got[17].text == "@ben_k check this 🔥"  # mention, text_link, custom_emoji
+
+
+def test_text_entities_alone_are_read() -> None:
+    assert messages(SINGLE)[25].text == "only entities"
+
+
+def test_whitespace_is_collapsed_to_one_line() -> None:
+    assert messages(SINGLE)[14].text == "line one line two with spaces"
+
+
+def test_sticker_becomes_its_emoji_unless_disabled() -> None:
+    assert messages(SINGLE)[5].text == "👍"
+    off = read_export(SINGLE, ChatSelector(), Rules(sticker_emoji=False))
+    assert 5 not in {r["message_id"] for r in rows(off)}
+    assert off.skipped["media_only"] == 6
+
+
+def test_photo_caption_is_kept() -> None:
+    assert messages(SINGLE)[6].text == "look at this wall"
+
+
+def test_deleted_account_and_anonymous_admin() -> None:
+    got = messages(SINGLE)
+    assert (got[10].sender, got[10].sender_id) == ("Deleted Account", "user999")
+    assert (got[19].sender, got[19].sender_id) == ("Climbing Club", "channel1555000111")
+
+
+def test_date_unixtime_wins_over_local_date() -> None:
+    # the fixture's `date` is the exporter's local time (UTC+2); the truth is date_unixtime
+    assert messages(SINGLE)[3].date == 1717243260
+
+
+def test_every_skip_reason_is_counted() -> None:
+    read = read_export(SINGLE, ChatSelector(), Rules())
+    assert read.read == 25
+    assert dict(read.skipped) == {
+        "service": 3,  # create_group, invite_members (with a null member), pin_message
+        "unsupported": 1,
+        "forwarded": 2,  # forwarded_from, saved_from
+        "via_bot": 1,
+        "media_only": 5,  # photo, voice, poll, contact, sticker without emoji
+        "empty": 2,  # "", and whitespace only
+    }
+    assert read.read == len(rows(read)) + sum(read.skipped.values())
+
+
+def test_bots_and_opted_out_members_are_skipped_by_name_or_id() -> None:
+    rules = Rules(bots=member_keys(["dan"]), exclude=member_keys(["102"]))
+    read = read_export(SINGLE, ChatSelector(), rules)
+    senders = {r["sender"] for r in rows(read)}
+    assert "Dan" not in senders and "Ben" not in senders
+    assert read.skipped["bot"] == 2  # Dan's caption photo and "nice one"
+    assert read.skipped["excluded"] == 3  # Ben: 4, 15, 25
+
+
+def test_scrub_replaces_urls_emails_and_phones() -> None:
+    from training.normalize import scrub, strings
+
+    out = scrub(
+        strings(
+            [
+                "route: https://maps.example.com/trail/12?x=1 ok",
+                "mail carol.p@example.com or call +49 151 2345 6789",
+                "office (030) 1234567, www.example.org and t.me/joinchat/abc",
+                "see you 2024-01-06 at 10:30, 42 people",
+            ]
+        )
+    ).to_pylist()
+    assert out == [
+        "route: <url> ok",
+        "mail <email> or call <phone>",
+        "office <phone>, <url> and <url>",
+        "see you 2024-01-06 at 10:30, 42 people",  # dates and small numbers stay
+    ]
+
+
+# --- old exports ------------------------------------------------------------------------------
+
+
+def test_old_export_integer_ids_and_local_dates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        got = messages(OLD)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert sorted(got) == [2, 3, 4, 6]
+    assert got[2].chat_id == -4242  # basic group
+    assert (got[2].sender_id, got[3].sender_id) == ("user5", "user6")
+    assert got[3].text == "yes, barely"
+    # "2019-05-01T20:01:00" read as this machine's local time (Berlin, UTC+2 in May)
+    assert got[2].date == 1556733660
+
+
+# --- full-account exports ------------------------------------------------------------------
+
+
+def test_list_chats_of_a_full_export() -> None:
+    chats = list_chats(FULL)
+    assert [(c.chat_id, c.type, c.name, c.messages) for c in chats] == [
+        (102, "personal_chat", "Ben K", 2),
+        (101, "saved_messages", None, 1),
+        (-3030, "private_group", "Board Games", 4),
+        (CLUB, "public_supergroup", "Climbing Club", 4),
+        (-1000000001777, "private_channel", "Old Channel", 1),
+    ]
+    assert [c.name for c in chats if c.is_group] == ["Board Games", "Climbing Club"]
+    assert [(c.chat_id, c.messages) for c in list_chats(SINGLE)] == [(CLUB, 25)]
+
+
+@pytest.mark.parametrize("choice", ["Climbing Club", "climbing club", "1555000111", str(CLUB)])
+def test_choose_a_chat_by_name_or_id(choice: str) -> None:
+    read = read_export(FULL, ChatSelector.of([choice]), Rules())
+    assert read.layout == "full_account"
+    assert [c.name for c in read.chats] == ["Climbing Club"]
+    assert [r["message_id"] for r in rows(read)] == [10, 11, 12, 13]
+    assert {r["chat_id"] for r in rows(read)} == {CLUB}
+
+
+def test_full_export_without_a_choice() -> None:
+    with pytest.raises(NeedsChatChoice):
+        read_export(FULL, ChatSelector(), Rules())
+    with pytest.raises(InputError, match=r"--chat.*Board Games \(-3030\).*Climbing Club"):
+        list(iter_chat_messages(FULL))
+
+
+# --- the two readers agree ------------------------------------------------------------------
+
+
+def reformat(src: Path, dst: Path, **dump: object) -> Path:
+    dst.write_text(json.dumps(json.loads(src.read_text()), ensure_ascii=False, **dump))
+    return dst
+
+
+@pytest.mark.parametrize("source", [SINGLE, OLD, FULL])
+def test_minified_file_is_streamed_with_the_same_result(source: Path, tmp_path: Path) -> None:
+    chats = ["Climbing Club"] if source == FULL else []
+    fast = read_export(source, ChatSelector.of(chats), Rules())
+    minified = reformat(source, tmp_path / "min.json", separators=(",", ":"))
+    slow = read_export(minified, ChatSelector.of(chats), Rules())
+    assert (fast.reader, slow.reader) == ("fast", "streaming")
+    assert rows(slow) == rows(fast)
+    assert slow.skipped == fast.skipped
+    assert list_chats(minified) == list_chats(source)
+
+
+def test_other_indentation_still_uses_the_fast_reader(tmp_path: Path) -> None:
+    wide = reformat(SINGLE, tmp_path / "wide.json", indent=4)
+    read = read_export(wide, ChatSelector(), Rules())
+    assert read.reader == "fast"
+    assert rows(read) == rows(read_export(SINGLE, ChatSelector(), Rules()))
+
+
+def test_chunks_hold_whole_messages_whatever_the_block_size() -> None:
+    for block_size in (64, 1000, 1 << 20):
+        chunks = [
+            e for e in scan(SINGLE, count=True, block_size=block_size) if isinstance(e, Chunk)
+        ]
+        assert sum(c.count for c in chunks) == 25
+        ids = [m["id"] for c in chunks for m in json.loads(c.data)]
+        assert ids == list(range(1, 26))
+
+
+def test_worker_processes_give_the_same_rows() -> None:
+    one = read_export(SAMPLE_EXPORT, ChatSelector(), Rules(), workers=1)
+    two = read_export(SAMPLE_EXPORT, ChatSelector(), Rules(), workers=2)
+    assert one.table().equals(two.table())
+    assert one.skipped == two.skipped and one.read == two.read == 6021
+
+
+def test_bad_json_found_by_a_worker_says_where(tmp_path: Path) -> None:
+    lines = SAMPLE_EXPORT.read_text(encoding="utf-8").splitlines()
+    target = next(i for i in range(40_000, len(lines)) if lines[i].startswith('   "from":'))
+    lines[target] = lines[target].replace('"from":', '"from"')
+    broken = tmp_path / "broken.json"
+    broken.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(InputError, match=rf"invalid JSON at line {target + 1}, column"):
+        read_export(broken, ChatSelector(), Rules(), workers=2)
+
+
+def test_a_message_with_odd_field_types_is_skipped_not_fatal(tmp_path: Path) -> None:
+    data = json.loads(SINGLE.read_text())
+    data["messages"][2]["id"] = "three"  # message 3
+    data["messages"][3]["from_id"] = {"odd": True}  # message 4
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps(data, ensure_ascii=False, indent=1))
+    read = read_export(odd, ChatSelector(), Rules())
+    assert read.skipped["malformed"] == 2
+    assert {r["message_id"] for r in rows(read)} == {5, 6, 10, 14, 15, 17, 19, 23, 25}
+
+
+# --- bad files --------------------------------------------------------------------------------
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"missing\.json: no such file"):
+        read_export(tmp_path / "missing.json", ChatSelector(), Rules())
+    with pytest.raises(InputError, match="is a directory"):
+        list_chats(tmp_path)
+
+
+def test_invalid_json_says_where(tmp_path: Path) -> None:
+    text = SINGLE.read_text().splitlines()
+    text[41] = text[41].replace('"from":', '"from"')  # line 42, inside message 3
+    broken = tmp_path / "broken.json"
+    broken.write_text("\n".join(text))
+    with pytest.raises(InputError) as info:
+        read_export(broken, ChatSelector(), Rules())
+    assert "broken.json: invalid JSON at line 42" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_json_in_the_header_says_where(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{\n "name": "x",\n "type" "private_group",\n "messages": []\n}\n')
+    with pytest.raises(InputError, match=r"invalid JSON at line 3, column 9"):
+        list_chats(broken)
+
+
+def test_truncated_file(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.json"
+    cut.write_bytes(SINGLE.read_bytes()[:3000])
+    with pytest.raises(InputError, match=r"cut\.json: invalid JSON"):
+        read_export(cut, ChatSelector(), Rules())
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"hello": "world"}',
+        "[1, 2, 3]",
+        '{"messages": "none"}',
+        '{"chats": {"list": [{"name": "x", "messages": [1, 2]}]}}',
+    ],
+)
+def test_json_that_is_not_an_export(content: str, tmp_path: Path) -> None:
+    other = tmp_path / "other.json"
+    other.write_text(content)
+    with pytest.raises(InputError, match=r"other\.json: not a Telegram Desktop export"):
+        read_export(other, ChatSelector(), Rules())
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    with pytest.raises(InputError, match=r"empty\.json: invalid JSON.*empty"):
+        list_chats(empty)

@@ -1,0 +1,185 @@
+"""From text examples to padded tensors: tokenization, token-budget length buckets, collation.
+
+The perf notes measured the levers for a T5 step: batches sized by a *token budget* (not a
+fixed example count), examples of similar length batched together so little compute is spent
+on padding, and few distinct tensor shapes (padded lengths rounded up to a handful of bucket
+sizes) so kernels and ``torch.compile`` graphs are reused. Everything here is a pure function
+of its inputs and the ``(seed, epoch)`` pair, which is what makes ``--resume`` and multi-process
+training reproduce the same data order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from training.formatting import encode_source
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    from training.tasks import Example
+
+LABEL_PAD = -100  # ignored by the cross-entropy loss
+MIN_BUCKET = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One tokenized example: the main source, an optional alternative source, the target.
+
+    ``alt`` is the same example phrased the other way the model must understand (the chat
+    prompt with a ``reply as NAME:`` hint, or a joke request with its topic). Which one is used
+    is drawn again every epoch, so the model sees both forms of every example over training.
+    """
+
+    source: list[int]
+    labels: list[int]
+    alt: list[int] | None = None
+
+
+def bucket_length(n: int, cap: int | None = None) -> int:
+    """Round ``n`` up to one of four sizes per power of two (8, 16, 24, 32, 40, 48, 56, 64, 80...).
+
+    At most a quarter of a batch is padding, and a 512-token range needs only ~20 shapes.
+    """
+    n = max(n, 1)
+    step = max(MIN_BUCKET, 1 << max(0, (n - 1).bit_length() - 3))
+    size = -(-n // step) * step
+    return min(size, cap) if cap else size
+
+
+def encode_texts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], max_length: int
+) -> list[list[int]]:
+    """Encode prompts like ``encode_source`` does (oldest lines dropped first), but in one batch.
+
+    The batched tokenizer call handles the common case; only over-long prompts go through the
+    line-by-line truncation, so the result is exactly what the bot computes per prompt.
+    """
+    if not prompts:
+        return []
+    ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    return [
+        row if len(row) <= max_length else encode_source(tokenizer, prompt, max_length)
+        for row, prompt in zip(ids, prompts, strict=True)
+    ]
+
+
+def encode_targets(
+    tokenizer: PreTrainedTokenizerBase, targets: Sequence[str], max_length: int
+) -> list[list[int]]:
+    """Target ids truncated on the right (a reply's beginning matters most), eos kept last."""
+    if not targets:
+        return []
+    ids = tokenizer(list(targets), add_special_tokens=True)["input_ids"]
+    return [row if len(row) <= max_length else [*row[: max_length - 1], row[-1]] for row in ids]
+
+
+def preprocess(
+    examples: Sequence[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    max_source_length: int,
+    max_target_length: int,
+) -> list[Encoded]:
+    """Tokenize examples once, before training: sources truncated from the left, targets right."""
+    sources = encode_texts(tokenizer, [e.source for e in examples], max_source_length)
+    labels = encode_targets(tokenizer, [e.target for e in examples], max_target_length)
+    alt_index = [i for i, e in enumerate(examples) if e.alt is not None]
+    alts = encode_texts(tokenizer, [examples[i].alt or "" for i in alt_index], max_source_length)
+    alt_of: dict[int, list[int]] = dict(zip(alt_index, alts, strict=True))
+    return [
+        Encoded(source=s, labels=t, alt=alt_of.get(i))
+        for i, (s, t) in enumerate(zip(sources, labels, strict=True))
+    ]
+
+
+def epoch_sources(
+    encoded: Sequence[Encoded], alt_prob: float, seed: int, epoch: int
+) -> list[list[int]]:
+    """The source each example uses this epoch: its alternative form with probability alt_prob."""
+    draw = np.random.default_rng([seed, epoch, 1]).random(len(encoded))
+    return [
+        e.alt if e.alt is not None and d < alt_prob else e.source
+        for e, d in zip(encoded, draw, strict=True)
+    ]
+
+
+def plan_batches(
+    source_lengths: Sequence[int],
+    target_lengths: Sequence[int],
+    token_budget: int,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    max_source_length: int | None = None,
+    max_target_length: int | None = None,
+) -> list[list[int]]:
+    """Group example indices into batches of at most ``token_budget`` padded tokens.
+
+    Examples are shuffled, then sorted by bucketed (source, target) length, so ties stay in
+    random order; batches are filled greedily along that order and finally shuffled, so every
+    epoch sees different neighbours and a different batch order. The cost of a batch is
+    ``size * (padded source + padded target)``; a single example over the budget still makes
+    a batch of one.
+    """
+    n = len(source_lengths)
+    if n == 0:
+        return []
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    src_b = np.array([bucket_length(x, max_source_length) for x in source_lengths])
+    tgt_b = np.array([bucket_length(x, max_target_length) for x in target_lengths])
+    # lexsort: last key is primary. Stable, so the shuffled order breaks ties.
+    order = order[np.lexsort((tgt_b[order], src_b[order]))]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width_s = width_t = 0
+    for idx in order.tolist():
+        new_s, new_t = max(width_s, src_b[idx]), max(width_t, tgt_b[idx])
+        if current and (len(current) + 1) * (new_s + new_t) > token_budget:
+            batches.append(current)
+            current, new_s, new_t = [], src_b[idx], tgt_b[idx]
+        current.append(idx)
+        width_s, width_t = int(new_s), int(new_t)
+    batches.append(current)
+    if shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def collate(
+    sources: Sequence[Sequence[int]],
+    labels: Sequence[Sequence[int]],
+    pad_id: int,
+    max_source_length: int | None = None,
+    max_target_length: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Pad one batch to its bucketed lengths: pad id for inputs, -100 for labels.
+
+    The model builds ``decoder_input_ids`` itself by shifting the labels right, so the padded
+    label positions (-100) are never attended to and never scored.
+    """
+    import torch
+
+    width_s = bucket_length(max(len(s) for s in sources), max_source_length)
+    width_t = bucket_length(max(len(t) for t in labels), max_target_length)
+    batch = len(sources)
+    input_ids = torch.full((batch, width_s), pad_id, dtype=torch.long)  # (batch, src)
+    attention_mask = torch.zeros((batch, width_s), dtype=torch.long)
+    label_ids = torch.full((batch, width_t), LABEL_PAD, dtype=torch.long)  # (batch, tgt)
+    for row, (src, tgt) in enumerate(zip(sources, labels, strict=True)):
+        input_ids[row, : len(src)] = torch.tensor(src, dtype=torch.long)
+        attention_mask[row, : len(src)] = 1
+        label_ids[row, : len(tgt)] = torch.tensor(tgt, dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
+
+
+def real_tokens(sources: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]) -> int:
+    """Non-padding tokens in a batch (source + target): the unit of every tokens/s figure."""
+    return sum(len(s) for s in sources) + sum(len(t) for t in labels)

@@ -1,0 +1,137 @@
+"""Columns for ``prepare``: plain numpy/bytes while gathered, Arrow arrays once assembled.
+
+Worker processes gather a chunk's columns as numpy arrays and UTF-8 bytes (cheap to pickle,
+no Arrow in the worker, so forking is safe whatever threads Arrow runs here); this process
+wraps them as Arrow arrays without copying.
+
+``pa.array`` is avoided on purpose: the first time it sees a list or a numpy array it imports
+pandas (to check for pandas types), half a second of start-up for nothing here. Scalars come
+from arrays for the same reason (``pa.scalar`` does the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+
+@dataclass
+class Strings:
+    """Strings as Arrow lays them out: UTF-8 back to back, and where each one starts."""
+
+    offsets: np.ndarray  # (n + 1,) int64
+    data: bytes
+
+    @classmethod
+    def encode(cls, values: list[str]) -> Strings:
+        encoded = list(map(str.encode, values))
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, encoded), np.int64, count=len(encoded)), out=offsets[1:])
+        return cls(offsets, b"".join(encoded))
+
+    def to_arrow(self) -> pa.Array:
+        n = len(self.offsets) - 1
+        data = pa.py_buffer(self.data)
+        if self.offsets[-1] < 2**31:
+            offsets = pa.py_buffer(self.offsets.astype(np.int32))
+            return pa.Array.from_buffers(pa.string(), n, [None, offsets, data])
+        large = pa.Array.from_buffers(
+            pa.large_string(), n, [None, pa.py_buffer(self.offsets), data]
+        )
+        return large.cast(pa.string())  # raises only if one chunk really exceeds 2 GiB
+
+
+@dataclass
+class Repetitive:
+    """Strings with few distinct values (names, ids): each distinct one stored once."""
+
+    distinct: list[str]
+    codes: np.ndarray  # (n,) int32 into distinct
+
+    @classmethod
+    def encode(cls, values: list, as_text: Callable[[Any], str] = str) -> Repetitive:
+        """Encode ``values``; ``as_text`` turns each distinct raw value into its string."""
+        distinct = list(dict.fromkeys(values))
+        index = {value: i for i, value in enumerate(distinct)}
+        codes = np.fromiter(map(index.__getitem__, values), np.int32, count=len(values))
+        return cls([as_text(v) for v in distinct], codes)
+
+    def to_arrow(self) -> pa.Array:
+        return strings(self.distinct).take(int32_array(self.codes))
+
+
+@dataclass
+class OptionalInts:
+    """int64 values and which of them are present (None: all are)."""
+
+    values: np.ndarray
+    valid: np.ndarray | None
+
+    @classmethod
+    def encode(cls, values: list[int | None]) -> OptionalInts:
+        valid = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+        filled = np.fromiter((0 if v is None else v for v in values), np.int64, len(values))
+        return cls(filled, None if valid.all() else valid)
+
+    def to_arrow(self) -> pa.Array:
+        if self.valid is None:
+            return int_array(self.values)
+        bits = pa.py_buffer(np.packbits(self.valid, bitorder="little"))
+        values = np.ascontiguousarray(self.values, dtype=np.int64)
+        return pa.Array.from_buffers(pa.int64(), len(values), [bits, pa.py_buffer(values)])
+
+
+def strings(values: list[str]) -> pa.Array:
+    """A string column from Python strings (no None)."""
+    return Strings.encode(values).to_arrow()
+
+
+def int_array(values: np.ndarray) -> pa.Array:
+    """int64 column sharing a numpy array's memory."""
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
+def int32_array(values: np.ndarray) -> pa.Array:
+    values = np.ascontiguousarray(values, dtype=np.int32)
+    return pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(values)])
+
+
+def bool_array(values: np.ndarray) -> pa.Array:
+    """Boolean column (Arrow packs bits, least significant first)."""
+    bits = np.packbits(np.asarray(values, dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+
+
+def string_scalar(value: str) -> pa.Scalar:
+    return strings([value])[0]
+
+
+def bool_scalar(value: bool) -> pa.Scalar:
+    return bool_array(np.array([value]))[0]
+
+
+_NUMPY_TYPES = {pa.int64(): np.int64, pa.int32(): np.int32, pa.int8(): np.int8}
+
+
+def as_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A numpy view (or copy) of an integer or boolean column without nulls."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.null_count:
+        raise ValueError("as_numpy: the column has nulls")
+    n, offset = len(column), column.offset
+    data = column.buffers()[1]
+    if column.type == pa.bool_():
+        if data is None or n == 0:
+            return np.zeros(n, dtype=bool)
+        bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+        return bits[offset : offset + n].astype(bool)
+    dtype = _NUMPY_TYPES[column.type]
+    if data is None or n == 0:
+        return np.zeros(n, dtype=dtype)
+    return np.frombuffer(data, dtype=dtype, count=n, offset=offset * np.dtype(dtype).itemsize)

@@ -1,0 +1,459 @@
+"""``friendbot prepare``: Telegram exports (and stored messages) -> train/validation/test pairs.
+
+The steps, top to bottom in :func:`prepare`:
+
+1. read each export into normalized columns (``training.export``), plus ``extra_messages``;
+2. drop duplicate (chat, message id) across files and order by chat and time;
+3. cut sessions at gaps of ``session_gap`` minutes, optionally merge bursts into turns;
+4. give each session a split (seeded hash, stable when more data arrives);
+5. build pairs a window of turns at a time and hand each window to a writer thread that
+   appends row groups to the three parquet files;
+6. write ``stats.json`` and move the finished directory into place.
+
+Nothing is written to ``out_dir`` until everything succeeded: the files go to a temporary
+sibling directory that is renamed at the end, so an error leaves ``out_dir`` as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from training.columns import as_numpy
+from training.errors import InputError
+from training.export import (
+    ChatSelector,
+    ExportRead,
+    NeedsChatChoice,
+    check_file,
+    choose_chat_error,
+    list_chats,
+    read_export,
+)
+from training.messages import ChatMessage
+from training.normalize import SCHEMA, Rules, from_chat_messages, member_keys
+from training.pairs import PAIR_SCHEMA, build_pairs, context_starts, speaker_mask, window_lines
+from training.sessions import SPLITS, assign_splits, dedup_and_order, merge_bursts, session_starts
+
+WINDOW = 1 << 16  # turns per pair-building window (bounded memory: ~60 MB of pairs)
+PROGRESS_MIN_BYTES = 16 << 20  # smaller inputs finish before a bar is worth drawing
+PARALLEL_MIN_BYTES = 48 << 20  # smaller files are read faster than workers start
+
+
+class OptionsError(InputError, ValueError):
+    """An impossible option value (a ValueError too, for callers that build options)."""
+
+
+def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Repeatable options accept one value, several, or comma-separated values."""
+    if value is None:
+        return ()
+    values = [value] if isinstance(value, str) else list(value)
+    return tuple(part.strip() for v in values for part in str(v).split(",") if part.strip())
+
+
+@dataclass
+class PrepareOptions:
+    """The options of ``friendbot prepare`` (field names match the CLI flags)."""
+
+    chat: tuple[str, ...] = ()  # chats to read, by name or id (needed for a full export)
+    exclude: tuple[str, ...] = ()  # members whose messages vanish entirely (opt-out)
+    bot: tuple[str, ...] = ()  # members that are bots: their messages are skipped
+    speakers: tuple[str, ...] = ()  # only these members' messages become responses
+    scrub: bool = False  # replace phone numbers, e-mail addresses and URLs
+    session_gap: float = 120.0  # minutes of silence that start a new session
+    merge_bursts: float = 0.0  # seconds: join one sender's consecutive messages (0: off)
+    context: int = 10  # turns of context per pair
+    min_context: int = 1  # fewer context turns than this: no pair
+    sticker_emoji: bool = True  # a sticker without text counts as its emoji
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/validation/test sessions
+    seed: int = 0  # which sessions land in which split
+    workers: int = 0  # processes decoding a large export; 0: one per idle core (up to 4)
+    progress: bool = False  # draw a progress bar for large inputs
+
+    def __post_init__(self) -> None:
+        for name in ("chat", "exclude", "bot", "speakers"):
+            setattr(self, name, _names(getattr(self, name)))
+        self.split = tuple(float(x) for x in self.split)  # type: ignore[assignment]
+        if self.context < 1:
+            raise OptionsError(f"--context {self.context}: must be at least 1")
+        if not 0 <= self.min_context <= self.context:
+            raise OptionsError(f"--min-context {self.min_context}: must be between 0 and --context")
+        if self.session_gap <= 0:
+            raise OptionsError(f"--session-gap {self.session_gap}: must be positive (minutes)")
+        if self.workers < 0:
+            raise OptionsError(f"--workers {self.workers}: must not be negative (0: automatic)")
+        if self.merge_bursts < 0:
+            raise OptionsError(f"--merge-bursts {self.merge_bursts}: must not be negative")
+        if (
+            len(self.split) != 3
+            or min(self.split) < 0
+            or self.split[0] <= 0
+            or abs(sum(self.split) - 1.0) > 1e-6
+        ):
+            raise OptionsError(
+                f"--split {self.split}: three shares (train, validation, test) summing to 1"
+            )
+
+    def rules(self) -> Rules:
+        return Rules(
+            sticker_emoji=self.sticker_emoji,
+            scrub=self.scrub,
+            exclude=member_keys(self.exclude),
+            bots=member_keys(self.bot),
+        )
+
+
+@dataclass
+class PrepareStats:
+    """What ``prepare`` read, skipped and wrote (also saved as ``stats.json``)."""
+
+    files: list[dict[str, Any]] = field(default_factory=list)
+    chats: list[dict[str, Any]] = field(default_factory=list)
+    messages_read: int = 0
+    extra_messages: int = 0  # of which came from ``extra_messages`` (the bot's history)
+    skipped: dict[str, int] = field(default_factory=dict)
+    messages_kept: int = 0
+    turns: int = 0
+    sessions: dict[str, int] = field(default_factory=dict)  # total and per split
+    pairs: dict[str, int] = field(default_factory=dict)  # per split
+    pairs_skipped: dict[str, int] = field(default_factory=dict)
+    pairs_per_speaker: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_pairs(self) -> int:
+        return sum(self.pairs.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prepare(
+    exports: Sequence[Path],
+    out_dir: Path,
+    options: PrepareOptions | None = None,
+    extra_messages: Iterable[ChatMessage] = (),
+) -> PrepareStats:
+    """Write ``out_dir/{train,validation,test}.parquet`` and ``stats.json`` (see module doc).
+
+    ``extra_messages`` (the bot's stored history when retraining) go through the same rules,
+    de-duplication, sessions and split as the exports' messages.
+    """
+    options = options or PrepareOptions()
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    exports = [Path(p) for p in exports]
+    _check_inputs(exports, out_dir, extra_messages)
+    stats = PrepareStats(options=_options_dict(options))
+    rules = options.rules()
+
+    # 1. read: normalized columns per export, then the stored messages
+    tables = []
+    with _progress(exports, options.progress) as progress:
+        reads = [_read_one(path, options, rules, progress) for path in exports]
+    _check_chat_choice(reads, options)
+    skipped: Counter[str] = Counter()
+    for read in reads:
+        tables.extend(read.tables)
+        stats.messages_read += read.read
+        skipped.update(read.skipped)
+        stats.files.append(
+            {
+                "path": str(read.path),
+                "bytes": read.path.stat().st_size,
+                "layout": read.layout,
+                "reader": read.reader,
+                "messages": read.read,
+            }
+        )
+        stats.chats.extend(
+            {"chat_id": c.chat_id, "name": c.name, "type": c.type, "messages": c.messages}
+            for c in read.chats
+        )
+    extra, n_extra, extra_skipped = from_chat_messages(extra_messages, rules)
+    stats.messages_read += n_extra
+    stats.extra_messages = n_extra
+    skipped.update(extra_skipped)
+    tables.append(extra)
+    messages = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    del tables, reads
+
+    # 2. one copy of each message, in order
+    messages, duplicates = dedup_and_order(messages)
+    skipped["duplicate"] += duplicates
+    stats.skipped = dict(sorted((+skipped).items(), key=lambda kv: -kv[1]))
+    stats.messages_kept = messages.num_rows
+    if messages.num_rows == 0:
+        raise InputError(f"{_names_of(exports)}: no usable messages ({_skip_summary(stats)})")
+
+    # 3. sessions and turns
+    chat = as_numpy(messages["chat_id"])
+    starts = session_starts(chat, as_numpy(messages["date"]), options.session_gap * 60)
+    turns = messages
+    if options.merge_bursts > 0:
+        turns, starts = merge_bursts(messages, starts, options.merge_bursts)
+    del messages
+    stats.turns = turns.num_rows
+
+    # 4. splits, by session
+    session_index = np.cumsum(starts) - 1
+    first = np.flatnonzero(starts)
+    plan = assign_splits(
+        as_numpy(turns["chat_id"])[first],
+        as_numpy(turns["message_id"])[first],
+        options.split,
+        options.seed,
+    )
+    stats.sessions = {"total": len(first), **plan.counts()}
+
+    # 5. pairs, written as they are built
+    lo = context_starts(starts, options.context)
+    n_context = np.arange(len(lo)) - lo
+    enough = n_context >= options.min_context
+    speakers = member_keys(options.speakers) if options.speakers else None
+    may_respond = speaker_mask(turns, speakers)
+    eligible = enough & may_respond
+    stats.pairs_skipped = {
+        "short_context": int((~enough).sum()),
+        "not_speaker": int((enough & ~may_respond).sum()),
+    }
+    if not eligible.any():
+        raise InputError(
+            f"{_names_of(exports)}: no pairs to write: {stats.turns} turns, but none has "
+            f"--min-context {options.min_context} turns of context"
+            + (" and a sender among --speakers" if speakers else "")
+        )
+    split_of_turn = plan.labels[session_index]
+    with _staging(out_dir) as tmp:
+        counts = _write_pairs(tmp, turns, lo, eligible, session_index, split_of_turn, options)
+        stats.pairs = {name: counts[0][i] for i, name in enumerate(SPLITS)}
+        stats.pairs_per_speaker = dict(counts[1].most_common())
+        stats.seconds = round(time.perf_counter() - started, 3)
+        (tmp / "stats.json").write_text(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False))
+    return stats
+
+
+def _check_inputs(exports: list[Path], out_dir: Path, extra: Iterable[ChatMessage]) -> None:
+    """Fail before any work on inputs that cannot be read or an output that must not be hit."""
+    if not exports and extra == ():
+        raise InputError("prepare: no export files given")
+    for path in exports:
+        check_file(path)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "stats.json").exists():
+        raise InputError(
+            f"{out_dir}: exists and is not a `friendbot prepare` output; choose another --out"
+        )
+
+
+def _read_one(path: Path, options: PrepareOptions, rules: Rules, progress: Any) -> ExportRead:
+    workers = _workers(path, options.workers)
+    try:
+        return read_export(path, ChatSelector.of(options.chat), rules, progress.file(path), workers)
+    except NeedsChatChoice:
+        raise choose_chat_error(path) from None
+
+
+def _workers(path: Path, wanted: int) -> int:
+    """Decoding processes for ``path``: ``wanted``, or as many cores as are idle.
+
+    Workers pay off only on idle cores: on a busy machine they compete with the scanning
+    process and each other, and a serial read is faster. Small files never need them.
+    """
+    if wanted > 0:
+        return wanted
+    if path.stat().st_size < PARALLEL_MIN_BYTES:
+        return 1
+    cores = os.cpu_count() or 1
+    idle = cores - os.getloadavg()[0] if hasattr(os, "getloadavg") else cores
+    return max(1, min(4, int(idle))) if idle >= 2 else 1
+
+
+def _check_chat_choice(reads: list[ExportRead], options: PrepareOptions) -> None:
+    """``--chat`` that matches nothing anywhere is a typo: say which chats exist."""
+    if not options.chat or any(read.chats for read in reads):
+        return
+    known = [c.label for read in reads for c in list_chats(read.path)]
+    raise InputError(
+        f"{_names_of([r.path for r in reads])}: no chat matches --chat "
+        f"{', '.join(options.chat)}; chats: {'; '.join(known[:20]) or 'none'}"
+    )
+
+
+def _write_pairs(
+    out: Path,
+    turns: pa.Table,
+    lo: np.ndarray,
+    eligible: np.ndarray,
+    session_index: np.ndarray,
+    split_of_turn: np.ndarray,
+    options: PrepareOptions,
+) -> tuple[list[int], Counter[str]]:
+    """Build pairs window by window; a writer thread appends them to the split files.
+
+    Arrow releases the GIL while compressing and writing, so writing window k overlaps with
+    building window k+1; only one window waits, which bounds memory.
+    """
+    columns = turns.select(["sender", "sender_id", "text", "chat_id", "message_id", "date"])
+    sender_codes = pc.dictionary_encode(turns["sender"].combine_chunks())
+    names = sender_codes.dictionary.to_pylist()
+    codes = as_numpy(sender_codes.indices)
+    per_split = [0, 0, 0]
+    per_speaker = np.zeros(len(names), dtype=np.int64)
+    writers = [
+        pq.ParquetWriter(
+            out / f"{name}.parquet",
+            PAIR_SCHEMA,
+            compression="snappy",  # zstd is 40% smaller but 1.6x slower to write
+            use_dictionary=["sender", "sender_id"],
+            write_statistics=["chat_id", "session_id", "message_id", "date"],
+            store_schema=False,  # readers see plain strings, not views
+        )
+        for name in SPLITS
+    ]
+    n = turns.num_rows
+    waiting: Future[None] | None = None
+    with ThreadPoolExecutor(max_workers=1) as pool, _progress_task(n, options) as advance:
+        try:
+            for a in range(0, n, WINDOW):
+                b = min(n, a + WINDOW)
+                rows = a + np.flatnonzero(eligible[a:b])
+                if rows.size:
+                    start = int(lo[rows[0]])  # lo never decreases: the window's oldest context
+                    window = columns.slice(start, b - start)
+                    lines = window_lines(window)
+                    labels = split_of_turn[rows]
+                    parts = []
+                    for s in range(3):
+                        picked = rows[labels == s]
+                        if picked.size:
+                            per_split[s] += picked.size
+                            pairs = build_pairs(
+                                window,
+                                lines,
+                                lo[picked] - start,
+                                picked - start,
+                                session_index[picked],
+                            )
+                            parts.append((writers[s], pairs))
+                    per_speaker += np.bincount(codes[rows], minlength=len(names))
+                    if waiting is not None:
+                        waiting.result()
+                    waiting = pool.submit(_write_parts, parts)
+                advance(b - a)
+            if waiting is not None:
+                waiting.result()
+        finally:
+            for writer in writers:
+                writer.close()
+    speaker_counts = Counter({name: int(c) for name, c in zip(names, per_speaker, strict=True)})
+    return per_split, +speaker_counts
+
+
+def _write_parts(parts: list[tuple[pq.ParquetWriter, pa.Table]]) -> None:
+    for writer, table in parts:
+        writer.write_table(table)
+
+
+@contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """A temporary sibling of ``out_dir`` that replaces it only if the block succeeds."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class _Progress:
+    """Byte progress over all files (a rich bar, drawn only for large inputs)."""
+
+    def __init__(self, bar: Any, task: Any, sizes: dict[Path, int]) -> None:
+        self.bar, self.task = bar, task
+        self.done_before = {}
+        total = 0
+        for path, size in sizes.items():
+            self.done_before[path] = total
+            total += size
+
+    def file(self, path: Path) -> Callable[[int], None] | None:
+        if self.bar is None:
+            return None
+        base = self.done_before[path]
+        return lambda offset: self.bar.update(self.task, completed=base + offset)
+
+
+@contextmanager
+def _progress(exports: list[Path], enabled: bool) -> Iterator[_Progress]:
+    sizes = {path: path.stat().st_size for path in exports}
+    if not enabled or sum(sizes.values()) < PROGRESS_MIN_BYTES:
+        yield _Progress(None, None, sizes)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn())
+    with Progress(
+        *columns, TimeRemainingColumn(), console=Console(stderr=True), transient=True
+    ) as bar:
+        task = bar.add_task("reading", total=sum(sizes.values()))
+        yield _Progress(bar, task, sizes)
+
+
+@contextmanager
+def _progress_task(turns: int, options: PrepareOptions) -> Iterator[Callable[[int], None]]:
+    if not options.progress or turns < 200_000:
+        yield lambda _n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("writing pairs", total=turns)
+        yield lambda n: bar.advance(task, n)
+
+
+def _options_dict(options: PrepareOptions) -> dict[str, Any]:
+    skip = ("progress", "workers")  # how, not what: they do not change the dataset
+    return {f.name: getattr(options, f.name) for f in fields(options) if f.name not in skip}
+
+
+def _names_of(paths: Sequence[Path]) -> str:
+    return ", ".join(str(p) for p in paths) or "prepare"
+
+
+def _skip_summary(stats: PrepareStats) -> str:
+    parts = [f"{n} {reason}" for reason, n in stats.skipped.items()]
+    return f"{stats.messages_read} read" + (f"; skipped: {', '.join(parts)}" if parts else "")

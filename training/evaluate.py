@@ -1,0 +1,439 @@
+"""``friendbot evaluate``: how well a chat model speaks like the group, next to two baselines.
+
+Metrics on a split of a prepared dataset (the test split by default):
+
+- ``loss`` / ``perplexity``: mean per-token cross-entropy of the real responses given the free
+  prompt (no persona hint: the model has to pick the speaker itself). The retraining gate
+  compares models on this (``evaluate_loss``).
+- ``speaker_accuracy``: the ``Sender:`` the model generates (greedy) against the real sender.
+- ``rouge_l``: ROUGE-L F1 of the generated message text against the real text (the sender part
+  is left out: speaker accuracy already scores it).
+- ``distinct_1`` / ``distinct_2``: unique n-grams over all n-grams of the generations (a model
+  that says "lol" to everything scores low).
+
+Baselines, scored the same way: ``most_frequent_speaker`` (always the training split's most
+active member, saying their most common message) and ``repeat_last_line`` (echo the last
+context line). A model that cannot beat them has not learned the chat.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from training.errors import InputError
+from training.formatting import build_prompt, parse_turn
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+EVAL_FILE = "eval.json"
+REPORT_FILE = "eval.md"
+SPEAKER_PLOT = "speaker_accuracy.png"
+DEFAULT_SOURCE_LENGTH = 512
+DEFAULT_TARGET_LENGTH = 64
+LOSS_TOKEN_BUDGET = 8192
+SAMPLES_IN_REPORT = 12
+# words, plus single symbols that are not ASCII punctuation (emoji carry a chat's voice)
+_TOKEN = re.compile(r"\w+|[^\w\s!-/:-@\[-`{-~]")
+
+
+# --- shared with training: loss over batches ----------------------------------------------
+
+
+def loss_sums(
+    model: torch.nn.Module,
+    batches: Sequence[tuple[Sequence[Sequence[int]], Sequence[Sequence[int]]]],
+    pad_id: int,
+    device: torch.device,
+    max_source_length: int | None = None,
+    max_target_length: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed token cross-entropy, number of target tokens) over ``(sources, labels)`` batches.
+
+    Sums rather than per-batch means, so batches of different sizes weigh by their tokens and
+    processes can add their shares. Both stay on the device until the caller reads them.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from training.batching import LABEL_PAD, collate
+
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    count = torch.zeros((), device=device, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for sources, labels in batches:
+            batch = collate(sources, labels, pad_id, max_source_length, max_target_length)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            logits = model(**batch).logits.float()  # (batch, tgt, vocab)
+            target = batch["labels"]
+            total += F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)),
+                target.reshape(-1),
+                ignore_index=LABEL_PAD,
+                reduction="sum",
+            ).double()
+            count += (target != LABEL_PAD).sum().double()
+    model.train(was_training)
+    return total, count
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def load_model(
+    model_dir: Path,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
+    """Model, tokenizer and friendbot.json of a model directory (InputError when unusable)."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from training.finetune import read_info
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise InputError(f"{model_dir}: no such model directory")
+    info = read_info(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{model_dir}: not a loadable model directory ({first})") from exc
+    model.eval()
+    return model, tokenizer, info
+
+
+def _lengths(info: dict[str, Any]) -> tuple[int, int]:
+    return (
+        int(info.get("max_source_length") or DEFAULT_SOURCE_LENGTH),
+        int(info.get("max_target_length") or DEFAULT_TARGET_LENGTH),
+    )
+
+
+def _check_chat_model(model_dir: Path, info: dict[str, Any]) -> None:
+    task = info.get("task", "chat")
+    if task != "chat":
+        raise InputError(
+            f"{model_dir}: a {task} model; evaluate measures chat models "
+            f"(its validation loss is in friendbot.json)"
+        )
+
+
+# --- loss ---------------------------------------------------------------------------------
+
+
+def model_loss(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[dict[str, str]],
+    max_source_length: int,
+    max_target_length: int,
+) -> float:
+    """Mean per-token loss of the real responses given free prompts, as in training."""
+    from training.batching import encode_targets, encode_texts, plan_batches
+    from training.tasks import chat_examples
+
+    examples = chat_examples(rows)
+    sources = encode_texts(tokenizer, [e.source for e in examples], max_source_length)
+    labels = encode_targets(tokenizer, [e.target for e in examples], max_target_length)
+    batches = plan_batches(
+        [len(s) for s in sources],
+        [len(t) for t in labels],
+        LOSS_TOKEN_BUDGET,
+        seed=0,
+        epoch=0,
+        shuffle=False,
+    )
+    total, count = loss_sums(
+        model,
+        [([sources[j] for j in b], [labels[j] for j in b]) for b in batches],
+        tokenizer.pad_token_id,
+        model.device,
+        max_source_length,
+        max_target_length,
+    )
+    return float(total.item() / max(count.item(), 1.0))
+
+
+def evaluate_loss(model_dir: Path, data_dir: Path, split: str) -> float:
+    """Mean per-token loss of a model on a dataset split (the retraining gate's measure)."""
+    from training.tasks import read_chat_split
+
+    model, tokenizer, info = load_model(model_dir)
+    _check_chat_model(Path(model_dir), info)
+    rows = read_chat_split(data_dir, split)
+    return model_loss(model, tokenizer, rows, *_lengths(info))
+
+
+# --- generation ---------------------------------------------------------------------------
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_source_length: int,
+    max_new_tokens: int,
+    batch_size: int = 32,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Greedy replies to ``prompts``, batched by similar length so little padding is computed."""
+    import torch
+
+    from training.batching import encode_texts
+
+    encoded = encode_texts(tokenizer, prompts, max_source_length)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    replies: list[str] = [""] * len(encoded)
+    pad = tokenizer.pad_token_id
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                input_ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, : len(encoded[i])] = 1
+            out = model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+            )
+            texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+            for i, text in zip(idx, texts, strict=True):
+                replies[i] = text.strip()
+            if on_batch:
+                on_batch(len(idx))
+    return replies
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def tokenize_words(text: str) -> list[str]:
+    """Lowercased words and emoji: unicode-aware, unlike rouge-score's ASCII-only default."""
+    return _TOKEN.findall(text.lower())
+
+
+class _Tokenizer:
+    """The adapter rouge-score expects (an object with ``tokenize``)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return tokenize_words(text)
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Mean ROUGE-L F1 of predictions against references (0 for an empty set)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokenizer())
+    scores = [
+        scorer.score(ref, pred)["rougeL"].fmeasure
+        for pred, ref in zip(predictions, references, strict=True)
+    ]
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Unique n-grams / all n-grams across ``texts`` (0 when there are none)."""
+    grams: list[tuple[str, ...]] = []
+    for text in texts:
+        words = tokenize_words(text)
+        grams.extend(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def score(
+    replies: Sequence[str], real: Sequence[str], real_senders: Sequence[str]
+) -> dict[str, Any]:
+    """Speaker accuracy (overall and per real speaker), ROUGE-L and distinct-1/2 of replies."""
+    parsed = [parse_turn(r) for r in replies]
+    texts = [text for _, text in parsed]
+    real_texts = [parse_turn(r)[1] for r in real]
+    hits = [sender == want for (sender, _), want in zip(parsed, real_senders, strict=True)]
+    per_speaker: dict[str, dict[str, float]] = {}
+    for want in sorted(set(real_senders)):
+        mine = [h for h, s in zip(hits, real_senders, strict=True) if s == want]
+        per_speaker[want] = {"n": len(mine), "accuracy": sum(mine) / len(mine)}
+    return {
+        "speaker_accuracy": sum(hits) / len(hits) if hits else 0.0,
+        "rouge_l": rouge_l(texts, real_texts),
+        "distinct_1": distinct_n(texts, 1),
+        "distinct_2": distinct_n(texts, 2),
+        "per_speaker": per_speaker,
+    }
+
+
+# --- baselines ----------------------------------------------------------------------------
+
+
+def most_frequent_speaker_replies(
+    train_rows: Sequence[dict[str, str]], n: int
+) -> tuple[str, list[str]]:
+    """The training split's most active sender, saying their most common message, n times."""
+    senders = Counter(row["sender"] for row in train_rows)
+    top = senders.most_common(1)[0][0]
+    said = Counter(row["response"] for row in train_rows if row["sender"] == top)
+    return top, [said.most_common(1)[0][0]] * n
+
+
+def repeat_last_line_replies(rows: Sequence[dict[str, str]]) -> list[str]:
+    """Each conversation's last line, echoed (empty when there is no context)."""
+    return [row["conversation"].rstrip("\n").rsplit("\n", 1)[-1] for row in rows]
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def evaluate(
+    model_dir: Path,
+    data_dir: Path,
+    split: str = "test",
+    out_dir: Path | None = None,
+    *,
+    do_generate: bool = True,
+    limit: int | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score a chat model and both baselines on a split; write eval.json, eval.md and a PNG.
+
+    Everything is written to a temporary directory first and renamed to ``out_dir`` (default
+    ``MODEL_DIR/eval-SPLIT``), so a report on disk is always complete.
+    """
+    from tqdm.auto import tqdm
+
+    from training.tasks import read_chat_split
+
+    model_dir, data_dir = Path(model_dir), Path(data_dir)
+    if limit is not None and limit <= 0:
+        raise InputError(f"--limit {limit}: must be positive")
+    rows = read_chat_split(data_dir, split)
+    if limit:
+        rows = rows[:limit]
+    train_rows = read_chat_split(data_dir, "train")
+    model, tokenizer, info = load_model(model_dir)
+    _check_chat_model(model_dir, info)
+    max_source, max_target = _lengths(info)
+
+    real = [row["response"] for row in rows]
+    real_senders = [parse_turn(r)[0] or row["sender"] for r, row in zip(real, rows, strict=True)]
+    loss = model_loss(model, tokenizer, rows, max_source, max_target)
+    report: dict[str, Any] = {
+        "model_dir": str(model_dir),
+        "data_dir": str(data_dir),
+        "split": split,
+        "examples": len(rows),
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "generated": do_generate,
+        "rouge_l": None,
+        "speaker_accuracy": None,
+        "distinct_1": None,
+        "distinct_2": None,
+        "per_speaker": {},
+    }
+    samples: list[dict[str, str]] = []
+    if do_generate:
+        prompts = [
+            build_prompt([ln for ln in row["conversation"].split("\n") if ln]) for row in rows
+        ]
+        with tqdm(total=len(prompts), desc="generating", disable=not progress) as bar:
+            replies = generate(
+                model, tokenizer, prompts, max_source, max_target, batch_size, bar.update
+            )
+        report.update(score(replies, real, real_senders))
+        samples = [
+            {"context": row["conversation"], "real": want, "generated": got}
+            for row, want, got in list(zip(rows, real, replies, strict=True))[:SAMPLES_IN_REPORT]
+        ]
+    top, top_replies = most_frequent_speaker_replies(train_rows, len(rows))
+    report["baselines"] = {
+        "most_frequent_speaker": {
+            "speaker": top,
+            **score(top_replies, real, real_senders),
+        },
+        "repeat_last_line": score(repeat_last_line_replies(rows), real, real_senders),
+    }
+    out_dir = Path(out_dir) if out_dir else model_dir / f"eval-{split}"
+    _write_outputs(report, samples, out_dir)
+    report["out_dir"] = str(out_dir)
+    return report
+
+
+def _write_outputs(report: dict[str, Any], samples: list[dict[str, str]], out_dir: Path) -> None:
+    """eval.json, eval.md and the per-speaker PNG into ``out_dir``, atomically."""
+    from training.plots import plot_speaker_accuracy
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        (tmp / EVAL_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (tmp / REPORT_FILE).write_text(markdown_report(report, samples), encoding="utf-8")
+        if report["per_speaker"]:
+            plot_speaker_accuracy(report, tmp / SPEAKER_PLOT)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def metric_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(metric, [model, most frequent speaker, repeat last line]) rows for tables."""
+
+    def fmt(value: Any) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    base = report["baselines"]
+    systems = [report, base["most_frequent_speaker"], base["repeat_last_line"]]
+    names = ["speaker_accuracy", "rouge_l", "distinct_1", "distinct_2"]
+    rows = [(name, [fmt(s.get(name)) for s in systems]) for name in names]
+    rows.insert(0, ("loss", [fmt(report["loss"]), "-", "-"]))
+    rows.insert(1, ("perplexity", [f"{report['perplexity']:.2f}", "-", "-"]))
+    return rows
+
+
+def markdown_report(report: dict[str, Any], samples: Sequence[dict[str, str]]) -> str:
+    """A short human-readable report: the metric table and a few sample generations."""
+    top = report["baselines"]["most_frequent_speaker"]["speaker"]
+    lines = [
+        f"# Evaluation of `{report['model_dir']}`",
+        "",
+        f"Split `{report['split']}` of `{report['data_dir']}`: {report['examples']} examples. "
+        f"Greedy generation from the free prompt (the model picks the speaker).",
+        "",
+        f"| metric | model | most frequent speaker ({top}) | repeat last line |",
+        "|---|---|---|---|",
+        *(f"| {name} | {' | '.join(values)} |" for name, values in metric_rows(report)),
+        "",
+    ]
+    if report["per_speaker"]:
+        lines += ["## Speaker accuracy per real speaker", "", "| speaker | n | accuracy |"]
+        lines += ["|---|---|---|"]
+        for name, v in report["per_speaker"].items():
+            lines.append(f"| {name} | {v['n']} | {v['accuracy']:.3f} |")
+        lines.append("")
+    if samples:
+        lines += ["## Sample generations", ""]
+        for i, s in enumerate(samples, 1):
+            context = s["context"].split("\n")[-3:]
+            lines += [f"**{i}.** context (last lines):", "", "```", *context, "```"]
+            lines += [f"- real: `{s['real']}`", f"- generated: `{s['generated']}`", ""]
+    return "\n".join(lines)

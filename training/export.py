@@ -1,0 +1,334 @@
+"""Read Telegram Desktop exports (single-chat and full-account files) into normalized tables.
+
+``read_export`` streams a file: :mod:`training.export_layout` cuts it into chunks of whole
+messages, :mod:`training.normalize` decodes each chunk into kept columns and skip counts,
+and only those columns are held, never the raw JSON. A file the fast scanner cannot cut
+(minified, re-indented) is read again through ijson, and so is one where a chunk fails to
+decode, so an odd but valid layout is never mistaken for bad JSON.
+
+Every problem a user can fix becomes :class:`training.errors.InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from training.columns import int_array
+from training.errors import InputError
+from training.export_layout import (
+    ChatDone,
+    ChatMeta,
+    Chunk,
+    Event,
+    InvalidJSON,
+    LayoutError,
+    NotAnExport,
+    NotSplittable,
+    position,
+    read_chunk,
+    scan,
+    scan_streaming,
+)
+from training.messages import GROUP_TYPES, ChatMessage
+from training.normalize import SCHEMA, Extracted, Normalized, Rules, extract_chunk, to_table
+
+Progress = Callable[[int], None]  # called with the number of bytes of the file read so far
+_BYTE_IN_ERROR = re.compile(r"\(byte (\d+)\)")
+
+
+@dataclass(frozen=True)
+class ChatInfo:
+    """One chat of an export, as ``friendbot chats`` lists it."""
+
+    chat_id: int | None  # Bot API form
+    name: str | None
+    type: str | None
+    messages: int
+    section: str  # "chat" (single-chat file), "chats", "left_chats"
+
+    @property
+    def is_group(self) -> bool:
+        return self.type in GROUP_TYPES
+
+    @property
+    def label(self) -> str:
+        return f"{self.name or '(no name)'} ({self.chat_id})"
+
+
+def _info(meta: ChatMeta) -> ChatInfo:
+    return ChatInfo(meta.chat_id, meta.name, meta.type, meta.message_count, meta.section)
+
+
+@dataclass
+class ChatSelector:
+    """Which chats to read: all of a single-chat file, or those named with ``--chat``.
+
+    ``wanted`` are casefolded names and ids (bare or Bot API form). With none given, a
+    full-account export cannot be read (which of its chats would we train on?).
+    """
+
+    wanted: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, names_or_ids: tuple[str, ...] | list[str]) -> ChatSelector:
+        return cls(frozenset(v.strip().casefold() for v in names_or_ids))
+
+    def matches(self, meta: ChatMeta) -> bool | None:
+        """True/False, or None while the chat's name or id is still unknown."""
+        if not self.wanted:
+            return True
+        keys = {str(meta.raw_id), str(meta.chat_id)} if meta.raw_id is not None else set()
+        if meta.name is not None:
+            keys.add(meta.name.casefold())
+        if keys & self.wanted:
+            return True
+        return False if meta.raw_id is not None and meta.name is not None else None
+
+
+class NeedsChatChoice(Exception):
+    """A full-account export was given without ``--chat``."""
+
+
+@dataclass
+class ExportRead:
+    """What reading one file produced: kept messages and the counts behind the stats."""
+
+    path: Path
+    tables: list[pa.Table] = field(default_factory=list)
+    read: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    chats: list[ChatInfo] = field(default_factory=list)  # the chats read
+    layout: str = "single_chat"  # or "full_account"
+    reader: str = "fast"  # or "streaming" (ijson)
+
+    def table(self) -> pa.Table:
+        return pa.concat_tables(self.tables) if self.tables else SCHEMA.empty_table()
+
+
+def check_file(path: Path) -> None:
+    """One clear line for a path that cannot be read at all."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected an export's result.json")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: not readable")
+
+
+def list_chats(path: Path) -> list[ChatInfo]:
+    """Every chat in ``path`` with its message count, without decoding messages."""
+    path = Path(path)
+    check_file(path)
+    chats: list[ChatInfo] = []
+    try:
+        try:
+            chats = _chats_from(scan(path, count=True))
+        except NotSplittable:
+            chats = _chats_from(scan_streaming(path))
+    except (InvalidJSON, NotAnExport) as exc:
+        raise _input_error(path, exc) from None
+    return chats
+
+
+def _chats_from(events: Iterator[Event]) -> list[ChatInfo]:
+    chats = []
+    for event in events:
+        if isinstance(event, Chunk):
+            event.chat.message_count += event.count
+        else:
+            chats.append(_info(event.chat))
+    return chats
+
+
+def read_export(
+    path: Path,
+    selector: ChatSelector,
+    rules: Rules,
+    progress: Progress | None = None,
+    workers: int = 1,
+) -> ExportRead:
+    """Normalized messages of the selected chats in ``path`` (see module doc).
+
+    ``workers`` > 1 decodes chunks in that many processes while this one scans (worth it
+    from tens of MB on). Raises :class:`NeedsChatChoice` for a full-account export read
+    without ``--chat``, and InputError for a file that is missing, not JSON, or not an export.
+    """
+    path = Path(path)
+    check_file(path)
+    try:
+        events = scan(path, copy=workers <= 1)  # workers read their chunks themselves
+        return _read(path, events, selector, rules, progress, "fast", workers)
+    except NotSplittable:
+        pass
+    except InvalidJSON as fast_error:
+        # Could be bad JSON, or valid JSON laid out unlike Telegram: let ijson decide.
+        try:
+            return _read(path, scan_streaming(path), selector, rules, progress, "streaming", 1)
+        except InvalidJSON:
+            raise _input_error(path, fast_error) from None
+        except NotAnExport as exc:
+            raise _input_error(path, exc) from None
+    except NotAnExport as exc:
+        raise _input_error(path, exc) from None
+    try:
+        return _read(path, scan_streaming(path), selector, rules, progress, "streaming", 1)
+    except LayoutError as exc:
+        raise _input_error(path, exc) from None
+
+
+def _read(
+    path: Path,
+    events: Iterator[Event],
+    selector: ChatSelector,
+    rules: Rules,
+    progress: Progress | None,
+    reader: str,
+    workers: int,
+) -> ExportRead:
+    """Decode the chunks of the selected chats (here or in worker processes), in order."""
+    result = ExportRead(path, reader=reader)
+    decided: dict[int, bool | None] = {}
+    closed: dict[int, ChatMeta] = {}
+    parts: list[tuple[ChatMeta, Normalized]] = []
+    with _pool(workers) as pool:
+        in_flight: deque[tuple[ChatMeta, int, Future[Extracted]]] = deque()
+        for event in events:
+            chat = event.chat
+            if isinstance(event, ChatDone):
+                closed[chat.index] = chat
+                continue
+            if chat.section != "chat":
+                result.layout = "full_account"
+                if not selector.wanted:
+                    raise NeedsChatChoice(str(path))
+            if decided.get(chat.index) is None:
+                decided[chat.index] = selector.matches(chat)
+            if decided[chat.index] is False:
+                continue
+            if pool is None:
+                extracted = _extracted(
+                    path, event.offset, lambda e=event: extract_chunk(e.data, rules)
+                )
+                parts.append((chat, to_table(extracted, rules)))
+            else:  # (the streaming reader runs without workers: its bytes exist only here)
+                future = pool.submit(extract_range, path, event.offset, event.length, rules)
+                in_flight.append((chat, event.offset, future))
+                while len(in_flight) > 2 * workers:  # bounded: the scanner may not run ahead
+                    parts.append(_collect(path, rules, *in_flight.popleft()))
+            if progress is not None and event.offset >= 0:
+                progress(event.offset)
+        while in_flight:
+            parts.append(_collect(path, rules, *in_flight.popleft()))
+    # every chat is complete now: decide the undecided, attach chat ids
+    for chat, normalized in parts:
+        chat.message_count += normalized.read
+        keep = decided.get(chat.index)
+        if keep is None:  # the chat is complete now: what is still unknown does not match
+            keep = bool(selector.matches(chat))
+        if not keep:
+            continue
+        result.read += normalized.read
+        result.skipped.update(normalized.skipped)
+        if normalized.table.num_rows:
+            result.tables.append(_with_chat_id(normalized.table, chat))
+    for index, chat in closed.items():
+        keep = decided.get(index)
+        if keep is True or (keep is None and selector.matches(chat)):
+            result.chats.append(_info(chat))
+    result.skipped = +result.skipped  # drop zero counts
+    return result
+
+
+def _collect(
+    path: Path, rules: Rules, chat: ChatMeta, offset: int, future: Future[Extracted]
+) -> tuple[ChatMeta, Normalized]:
+    """A worker's chunk as Arrow columns (its decode error placed in the file)."""
+    return chat, to_table(_extracted(path, offset, future.result), rules)
+
+
+def _extracted(path: Path, offset: int, get: Callable[[], Extracted]) -> Extracted:
+    try:
+        return get()
+    except msgspec.DecodeError as exc:
+        raise _chunk_error(path, offset, exc) from None
+
+
+def extract_range(path: Path, offset: int, length: int, rules: Rules) -> Extracted:
+    """A worker's job: read one chunk of the file and extract it (see extract_chunk)."""
+    return extract_chunk(read_chunk(path, offset, length), rules)
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes for decoding. They use no Arrow (see training.columns), so forking
+    is safe; fork also spares them re-importing the caller's main module."""
+    if workers <= 1:
+        yield None
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield pool
+
+
+def _with_chat_id(table: pa.Table, chat: ChatMeta) -> pa.Table:
+    chat_id = chat.chat_id if chat.chat_id is not None else 0
+    column = int_array(np.full(table.num_rows, chat_id, dtype=np.int64))
+    return table.set_column(0, "chat_id", column)
+
+
+def _chunk_error(path: Path, offset: int, exc: msgspec.DecodeError) -> InvalidJSON:
+    """Place a chunk's decode error in the file (msgspec counts bytes from the chunk's "[")."""
+    reason = _BYTE_IN_ERROR.sub("", str(exc)).strip().rstrip(" -")
+    m = _BYTE_IN_ERROR.search(str(exc))
+    if offset < 0 or m is None:
+        return InvalidJSON(reason, "an unknown position")
+    return InvalidJSON(reason, position(path, offset + max(int(m.group(1)) - 1, 0)))
+
+
+def _input_error(path: Path, exc: LayoutError) -> InputError:
+    if isinstance(exc, NotAnExport):
+        return InputError(f"{path}: not a Telegram Desktop export ({exc})")
+    return InputError(f"{path}: {exc}")
+
+
+def iter_chat_messages(
+    path: Path, chat: str | None = None, rules: Rules | None = None
+) -> Iterator[ChatMessage]:
+    """Normalized messages of an export one by one, in file order (convenient, not fast).
+
+    ``chat`` picks a chat of a full-account export by name or id, as ``prepare --chat`` does.
+    Bad files raise InputError, as in ``prepare``.
+    """
+    path = Path(path)
+    try:
+        read = read_export(path, ChatSelector.of([chat] if chat else []), rules or Rules())
+    except NeedsChatChoice:
+        raise choose_chat_error(path) from None
+    for table in read.tables:
+        for row in table.to_pylist():
+            yield ChatMessage(**row)
+
+
+def choose_chat_error(path: Path) -> InputError:
+    """The error for a full-account export read without ``--chat``: it lists the groups."""
+    chats = list_chats(path)
+    groups = [c for c in chats if c.is_group] or chats
+    listed = "; ".join(c.label for c in groups[:20])
+    more = f"; and {len(groups) - 20} more" if len(groups) > 20 else ""
+    return InputError(
+        f"{path}: a full-account export with {len(chats)} chats; choose one with "
+        f"--chat NAME_OR_ID. Group chats: {listed or 'none'}{more}"
+    )

@@ -1,0 +1,458 @@
+"""Turn decoded export messages into normalized columns, counting what is skipped and why.
+
+Decoding goes into a :class:`RawMessage` struct that holds only the fields we use (msgspec
+skips the rest without building objects, and ``Raw`` fields only record that a key was
+present). One plain loop then decides each message's fate and gathers the kept fields; all
+text work after that (whitespace, scrubbing, opt-outs) runs vectorised in Arrow.
+
+Rules (docs/data.md explains the choices):
+- text: ``text`` when it is a string; a list is flattened (its strings and each entity's
+  ``text``); ``text_entities`` when ``text`` is absent; whitespace collapsed.
+- a sticker without text becomes its ``sticker_emoji`` (unless disabled): in a group chat a
+  sticker is a reply, and its emoji is what it says.
+- a photo or file with a caption keeps the caption; without one it is ``media_only``.
+- ``from: null`` (deleted account) becomes "Deleted Account"; integer ``from_id`` becomes
+  ``user<id>``.
+- time: ``date_unixtime`` when present, else ``date`` read as this machine's local time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from operator import attrgetter
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from training.columns import (
+    OptionalInts,
+    Repetitive,
+    Strings,
+    as_numpy,
+    bool_scalar,
+    int_array,
+    strings,
+)
+from training.messages import DELETED_ACCOUNT, ChatMessage, sender_id_of
+
+# Python's str.isspace() set, so that this matches training.formatting.clean_text exactly.
+_SPACE = r"\t\n\x{0b}\x{0c}\r\x{1c}-\x{1f}\x{85}\p{Z}"
+_WHITESPACE = f"[{_SPACE}]+"
+# A value needs cleaning if it has whitespace other than single inner spaces.
+_NEEDS_CLEAN = (
+    r"[\t\n\x{0b}\x{0c}\r\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}"
+    r"\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]|  |^ | $"
+)
+# --scrub: order matters (a URL may contain an e-mail or digits).
+SCRUB_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"(?i)\b(?:https?://|www\.|t\.me/)[^\s<>\"]+", "<url>"),
+    (r"(?i)\b[A-Z0-9._%+-]+@[A-Z0-9.-]+\.[A-Z]{2,}\b", "<email>"),
+    (r"\+?\(?\d(?:[\s().-]{0,2}\d){8,14}", "<phone>"),
+)
+_MEDIA_FIELDS = (
+    "photo",
+    "file",
+    "media_type",
+    "poll",
+    "contact_information",
+    "location_information",
+    "place_name",
+    "game_title",
+    "invoice_information",
+)
+
+SCHEMA = pa.schema(
+    [
+        ("chat_id", pa.int64()),
+        ("message_id", pa.int64()),
+        ("date", pa.int64()),  # epoch seconds, UTC
+        ("sender", pa.string()),
+        ("sender_id", pa.string()),
+        ("text", pa.string()),
+        ("reply_to", pa.int64()),
+    ]
+)
+
+
+class Part(msgspec.Struct, gc=False):
+    """An entity of a ``text`` list or of ``text_entities``: only its text matters here."""
+
+    text: str = ""
+
+
+_Text = str | list[str | Part] | None
+
+
+class RawMessage(msgspec.Struct, gc=False):
+    """The fields of an exported message that normalization reads; the rest is skipped.
+
+    ``date`` and ``text_entities`` are in every recent message but only needed when
+    ``date_unixtime`` or ``text`` is missing (old or unusual exports); leaving them out makes
+    decoding cheaper, and the rare chunk that needs them is decoded a second time (see
+    :func:`_extras`).
+    """
+
+    id: int
+    type: str = "message"
+    date_unixtime: int | None = None  # a string in the file; lax decoding makes it an int
+    from_: str | None = msgspec.field(default=None, name="from")
+    from_id: str | int | None = None
+    text: _Text = None
+    reply_to_message_id: int | None = 0  # 0: not a reply (message ids start at 1)
+    forwarded_from: msgspec.Raw = msgspec.Raw()
+    saved_from: msgspec.Raw = msgspec.Raw()
+    via_bot: msgspec.Raw = msgspec.Raw()
+    media_type: str | None = None
+    sticker_emoji: str | None = None
+    photo: msgspec.Raw = msgspec.Raw()
+    file: msgspec.Raw = msgspec.Raw()
+    poll: msgspec.Raw = msgspec.Raw()
+    contact_information: msgspec.Raw = msgspec.Raw()
+    location_information: msgspec.Raw = msgspec.Raw()
+    place_name: msgspec.Raw = msgspec.Raw()
+    game_title: msgspec.Raw = msgspec.Raw()
+    invoice_information: msgspec.Raw = msgspec.Raw()
+
+
+# strict=False lets the string "1704546180" of date_unixtime decode straight to an int.
+_decode_chunk = msgspec.json.Decoder(list[RawMessage], strict=False).decode
+_decode_one = msgspec.json.Decoder(RawMessage, strict=False).decode
+_decode_raw_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_decode_plain = msgspec.json.Decoder().decode
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What normalization keeps: the options of ``prepare`` that act on single messages."""
+
+    sticker_emoji: bool = True
+    scrub: bool = False
+    exclude: frozenset[str] = frozenset()  # lower-cased names and sender ids (--exclude)
+    bots: frozenset[str] = frozenset()  # lower-cased names and sender ids (--bot)
+
+
+@dataclass
+class Normalized:
+    """Kept messages of one chunk as columns (no chat id yet) and the skipped, by reason."""
+
+    table: pa.Table
+    read: int
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Senders:
+    """Each message's sender name and id, every distinct value stored once.
+
+    Names and ids repeat on every message, so each column is dictionary-encoded and only
+    the distinct values are normalized (``from: null`` -> "Deleted Account", an old export's
+    integer ``from_id`` -> ``user<id>``).
+    """
+
+    names: Repetitive
+    ids: Repetitive
+
+    @classmethod
+    def encode(cls, names: list[str | None], ids: list[str | int | None]) -> Senders:
+        return cls(Repetitive.encode(names, _sender_name), Repetitive.encode(ids, sender_id_of))
+
+
+def _sender_name(name: str | None) -> str:
+    return name or DELETED_ACCOUNT
+
+
+@dataclass
+class Extracted:
+    """A chunk's kept fields as numpy arrays and bytes: what a worker process sends back."""
+
+    read: int
+    skipped: Counter[str]
+    message_id: np.ndarray
+    date: OptionalInts
+    senders: Senders
+    text: Strings
+    reply_to: OptionalInts
+
+
+def member_keys(names_or_ids: Iterable[str]) -> frozenset[str]:
+    """Lower-cased names and ids to match members by (``123`` also matches ``user123``)."""
+    keys: set[str] = set()
+    for value in names_or_ids:
+        value = " ".join(value.split())
+        keys.add(value.lower())
+        if value.lstrip("-").isdigit():
+            keys.add(f"user{value}")
+    return frozenset(keys)
+
+
+def extract_chunk(data: bytes, rules: Rules) -> Extracted:
+    """Decode one chunk (a JSON array of messages) and gather its kept fields.
+
+    Runs in worker processes, so it touches no Arrow: only msgspec, Python and numpy.
+    """
+    messages, malformed = decode(data)
+    extracted = extract(messages, rules, data)
+    extracted.read += malformed
+    extracted.skipped["malformed"] += malformed
+    return extracted
+
+
+def decode(data: bytes) -> tuple[list[RawMessage], int]:
+    """Decode a chunk (a JSON array of messages) into messages.
+
+    A message with fields of unexpected types does not sink the whole chunk: the chunk is
+    then decoded message by message and the odd ones are counted as ``malformed``. Malformed
+    JSON raises ``msgspec.DecodeError`` (the reader turns it into a position).
+    """
+    try:
+        return _decode_chunk(data), 0
+    except msgspec.ValidationError:
+        pass
+    messages, malformed = [], 0
+    for raw in _decode_raw_list(data):
+        try:
+            messages.append(_decode_one(raw))
+        except msgspec.ValidationError:
+            malformed += 1
+    return messages, malformed
+
+
+_id = attrgetter("id")
+_unix = attrgetter("date_unixtime")
+_from = attrgetter("from_")
+_from_id = attrgetter("from_id")
+_reply = attrgetter("reply_to_message_id")
+
+
+def extract(messages: Sequence[RawMessage], rules: Rules, data: bytes | None = None) -> Extracted:
+    """Decide each message's fate and gather the kept ones' fields (see module doc).
+
+    The loop only decides which messages are kept and finds their text; the other fields
+    are gathered per column afterwards with C-level ``map``, so a million messages cost
+    well under a second of Python. ``data`` (the chunk's JSON) is read again only for
+    messages without ``text`` or ``date_unixtime``.
+    """
+    extras = _extras(messages, data)
+    skipped: Counter[str] = Counter()
+    kept: list[RawMessage] = []
+    texts: list[str] = []
+    keep, add_text = kept.append, texts.append
+    for m in messages:
+        if m.type != "message" or m.forwarded_from or m.saved_from or m.via_bot:
+            skipped[_not_own_words(m)] += 1
+            continue
+        text = m.text
+        if text.__class__ is not str:
+            text = _flatten(m, extras)
+        if not text or text.isspace():
+            text = _media_text(m, rules, skipped)
+            if text is None:
+                continue
+        keep(m)
+        add_text(text)
+    return Extracted(
+        read=len(messages),
+        skipped=skipped,
+        message_id=np.fromiter(map(_id, kept), np.int64, count=len(kept)),
+        date=_epoch_seconds(kept, extras),
+        senders=Senders.encode(list(map(_from, kept)), list(map(_from_id, kept))),
+        text=Strings.encode(texts),
+        reply_to=_reply_ids(kept),
+    )
+
+
+def _reply_ids(kept: list[RawMessage]) -> OptionalInts:
+    """Reply-to ids; 0 (absent) and null become null."""
+    try:
+        values = np.fromiter(map(_reply, kept), np.int64, count=len(kept))
+    except TypeError:  # an explicit null somewhere
+        values = np.fromiter((r or 0 for r in map(_reply, kept)), np.int64, count=len(kept))
+    valid = values != 0
+    return OptionalInts(values, None if valid.all() else valid)
+
+
+def to_table(extracted: Extracted, rules: Rules, chat_id: np.ndarray | None = None) -> Normalized:
+    """Arrow columns of an extracted chunk, with the text rules applied.
+
+    ``chat_id`` (per row) is for messages that carry their own; an export's chunk gets its
+    chat's id later, once the chat object has been read to its end.
+    """
+    n = len(extracted.message_id)
+    table = pa.table(
+        {
+            "chat_id": pa.nulls(n, pa.int64()) if chat_id is None else int_array(chat_id),
+            "message_id": int_array(extracted.message_id),
+            "date": extracted.date.to_arrow(),
+            "sender": extracted.senders.names.to_arrow(),
+            "sender_id": extracted.senders.ids.to_arrow(),
+            "text": extracted.text.to_arrow(),
+            "reply_to": extracted.reply_to.to_arrow(),
+        },
+        schema=SCHEMA,
+    )
+    skipped = Counter(extracted.skipped)
+    table = apply_rules(table, rules, skipped)
+    return Normalized(table, extracted.read, skipped)
+
+
+_text = attrgetter("text")
+
+
+def _extras(messages: Sequence[RawMessage], data: bytes | None) -> dict[int, dict]:
+    """The raw objects of a chunk by message id, when some message lacks text or time."""
+    if data is None or (None not in map(_text, messages) and None not in map(_unix, messages)):
+        return {}
+    return {m["id"]: m for m in _decode_plain(data) if isinstance(m, dict) and "id" in m}
+
+
+def _not_own_words(m: RawMessage) -> str:
+    """The skip reason of a message that is not the sender's own text."""
+    if m.type != "message":
+        return "unsupported" if m.type == "unsupported" else "service"
+    return "forwarded" if m.forwarded_from or m.saved_from else "via_bot"
+
+
+def _flatten(m: RawMessage, extras: dict[int, dict]) -> str:
+    """Plain text of a message whose ``text`` is an entity list (or missing).
+
+    ``text`` and ``text_entities`` hold the same characters in every export we have seen;
+    the already decoded ``text`` list is used, ``text_entities`` only when ``text`` is absent.
+    """
+    if m.text:
+        return "".join(part if part.__class__ is str else part.text for part in m.text)
+    if m.text is None:
+        entities = extras.get(m.id, {}).get("text_entities")
+        if isinstance(entities, list):
+            return "".join(e.get("text", "") for e in entities if isinstance(e, dict))
+    return ""
+
+
+def _media_text(m: RawMessage, rules: Rules, skipped: Counter[str]) -> str | None:
+    """The text a message without text stands for (a sticker's emoji), or None to skip it."""
+    if rules.sticker_emoji and m.media_type == "sticker" and m.sticker_emoji:
+        return m.sticker_emoji
+    has_media = any(getattr(m, name) for name in _MEDIA_FIELDS)
+    skipped["media_only" if has_media else "empty"] += 1
+    return None
+
+
+def _epoch_seconds(kept: list[RawMessage], extras: dict[int, dict]) -> OptionalInts:
+    """``date_unixtime`` (epoch seconds), else ``date`` read as local time.
+
+    Old exports have no ``date_unixtime``; their ``date`` is the exporting machine's local
+    time without an offset, and the best guess we have is this machine's zone. A time that
+    cannot be read becomes null (the row is then skipped as malformed).
+    """
+    unix = list(map(_unix, kept))
+    try:
+        return OptionalInts(np.fromiter(unix, np.int64, count=len(unix)), None)
+    except TypeError:  # None somewhere: rows of an old export
+        pass
+    values = [
+        v if v is not None else _local_time(extras.get(m.id, {}).get("date"))
+        for v, m in zip(unix, kept, strict=True)
+    ]
+    return OptionalInts.encode(values)
+
+
+def _local_time(date: object) -> int | None:
+    if not isinstance(date, str):
+        return None
+    try:  # a naive datetime's timestamp() is in this machine's local time zone
+        return int(datetime.fromisoformat(date).timestamp())
+    except ValueError:
+        return None
+
+
+def apply_rules(table: pa.Table, rules: Rules, skipped: Counter[str]) -> pa.Table:
+    """Clean (and optionally scrub) text; drop bots, opted-out members and unknown times."""
+    if table.num_rows == 0:
+        return table
+    table = table.set_column(3, "sender", clean(table["sender"]))
+    keep = pc.is_valid(table["date"])
+    skipped["malformed"] += table["date"].null_count
+    for reason, keys in (("bot", rules.bots), ("excluded", rules.exclude)):
+        if keys:
+            hit = pc.and_(is_member(table, keys), keep)
+            skipped[reason] += pc.sum(hit).as_py() or 0
+            keep = pc.and_(keep, pc.invert(hit))
+    if not pc.all(keep).as_py():
+        table = table.filter(keep)
+    text = clean(table["text"])
+    if rules.scrub:
+        text = scrub(text)
+    return table.set_column(5, "text", text)
+
+
+def is_member(table: pa.Table, keys: frozenset[str]) -> pa.Array:
+    """True for rows whose sender name or sender id is in ``keys`` (see member_keys)."""
+    value_set = strings(sorted(keys))
+    return pc.or_(
+        pc.is_in(pc.utf8_lower(table["sender"]), value_set=value_set),
+        pc.is_in(pc.utf8_lower(table["sender_id"]), value_set=value_set),
+    )
+
+
+def clean(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``training.formatting.clean_text`` over a column: whitespace runs become one space.
+
+    Most messages need nothing; finding the few that do is ten times cheaper than rewriting
+    every one, so only those are rewritten.
+    """
+    return _rewrite_matching(column, _NEEDS_CLEAN, _clean_all)
+
+
+def _clean_all(column: pa.Array) -> pa.Array:
+    return pc.utf8_trim(pc.replace_substring_regex(column, _WHITESPACE, " "), " ")
+
+
+def scrub(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Replace URLs, e-mail addresses and phone numbers with placeholders (``--scrub``)."""
+    for pattern, placeholder in SCRUB_PATTERNS:
+        column = _rewrite_matching(
+            column, pattern, lambda c, p=pattern, r=placeholder: pc.replace_substring_regex(c, p, r)
+        )
+    return column
+
+
+def _rewrite_matching(
+    column: pa.Array | pa.ChunkedArray, pattern: str, rewrite: Callable[[pa.Array], pa.Array]
+) -> pa.Array:
+    """``rewrite`` applied to the values matching ``pattern`` only."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    hit = pc.fill_null(pc.match_substring_regex(column, pattern), bool_scalar(False))
+    if not pc.any(hit).as_py():
+        return column
+    rows = np.flatnonzero(as_numpy(hit))
+    rewritten = rewrite(column.take(int_array(rows)))
+    return pc.replace_with_mask(column, hit, rewritten)
+
+
+def from_chat_messages(
+    messages: Iterable[ChatMessage], rules: Rules
+) -> tuple[pa.Table, int, Counter[str]]:
+    """Messages the bot stored, as the same columns, under the same rules.
+
+    Returns (table, messages read, skipped by reason); empty texts are skipped as ``empty``.
+    """
+    rows = list(messages)
+    kept = [m for m in rows if m.text and not m.text.isspace()]
+    n = len(kept)
+    extracted = Extracted(
+        read=len(rows),
+        skipped=Counter({"empty": len(rows) - n}),
+        message_id=np.fromiter((m.message_id for m in kept), np.int64, count=n),
+        date=OptionalInts(np.fromiter((m.date for m in kept), np.int64, count=n), None),
+        senders=Senders.encode([m.sender for m in kept], [m.sender_id or None for m in kept]),
+        text=Strings.encode([m.text for m in kept]),
+        reply_to=OptionalInts.encode([m.reply_to for m in kept]),
+    )
+    chat_ids = np.fromiter((m.chat_id for m in kept), np.int64, count=n)
+    normalized = to_table(extracted, rules, chat_ids)
+    return normalized.table, len(rows), +normalized.skipped

@@ -1,0 +1,68 @@
+"""PNG charts of training and evaluation (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot():  # noqa: ANN202 - matplotlib's module
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_losses(metrics_file: Path, out: Path) -> None:
+    """Train and validation loss against optimizer steps, from metrics.jsonl."""
+    records = [json.loads(line) for line in Path(metrics_file).read_text().splitlines() if line]
+    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train", linewidth=1)
+    if val:
+        ax.plot(*zip(*val, strict=True), label="validation", marker="o", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (per token)")
+    ax.set_title("friendbot training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_speaker_accuracy(report: dict[str, Any], out: Path) -> None:
+    """Per-speaker accuracy of the model, with the two baselines' overall accuracy as lines."""
+    speakers = list(report["per_speaker"])
+    values = [report["per_speaker"][s]["accuracy"] for s in speakers]
+    base = report["baselines"]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5, 1 + 0.8 * len(speakers)), 4))
+    ax.bar(speakers, values, color="#4C72B0", label="model")
+    ax.axhline(report["speaker_accuracy"], color="#4C72B0", linestyle="--", label="model overall")
+    ax.axhline(
+        base["most_frequent_speaker"]["speaker_accuracy"],
+        color="#DD8452",
+        linestyle=":",
+        label=f"most frequent speaker ({base['most_frequent_speaker']['speaker']})",
+    )
+    ax.axhline(
+        base["repeat_last_line"]["speaker_accuracy"],
+        color="#55A868",
+        linestyle="-.",
+        label="repeat last line",
+    )
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("speaker accuracy")
+    ax.set_title(f"Who speaks next? ({report['split']} split)")
+    ax.legend(fontsize=8)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
