@@ -7,6 +7,8 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,23 @@ PROMPTS = [
     "Alice: lol sure, 10am?",
 ]
 GREEDY_FIXED = DecodeOptions(max_new_tokens=12, min_new_tokens=12, sample=False)
+
+
+def _load(model_dir: Path, backend: str = "auto") -> ReplyEngine:
+    """ReplyEngine.load on one thread: tiny models gain nothing from more, and on a shared
+    2-core machine idle OpenMP threads spinning against other work slow tests down badly."""
+    return ReplyEngine.load(model_dir, backend=backend, threads=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Torch's thread count is process-wide: set it for this module, then put it back."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +85,7 @@ def model_copy(trained_dir: Path, tmp_path: Path) -> Path:
 
 
 def test_hf_generate_returns_texts_per_prompt(tiny_model_dir: Path) -> None:
-    engine = ReplyEngine.load(tiny_model_dir, backend="hf")
+    engine = _load(tiny_model_dir, backend="hf")
 
     out = engine.generate(PROMPTS[:3], max_new_tokens=6, num_return_sequences=2, seed=0)
 
@@ -80,7 +99,7 @@ def test_hf_generate_returns_texts_per_prompt(tiny_model_dir: Path) -> None:
 
 
 def test_hf_decodes_without_special_tokens(trained_dir: Path) -> None:
-    engine = ReplyEngine.load(trained_dir, backend="hf")
+    engine = _load(trained_dir, backend="hf")
 
     ids = engine.generate_ids(PROMPTS, GREEDY_FIXED)
     texts = engine.generate(PROMPTS, sample=False, max_new_tokens=12, min_new_tokens=12)
@@ -94,19 +113,19 @@ def test_hf_decodes_without_special_tokens(trained_dir: Path) -> None:
 
 
 def test_seed_makes_sampling_repeatable(trained_dir: Path) -> None:
-    engine = ReplyEngine.load(trained_dir, backend="hf")
+    engine = _load(trained_dir, backend="hf")
     opts = DecodeOptions(max_new_tokens=10, min_new_tokens=10, temperature=1.5, top_p=1.0, seed=7)
 
     first = engine.generate_ids(PROMPTS, opts)
     again = engine.generate_ids(PROMPTS, opts)
-    other = engine.generate_ids(PROMPTS, DecodeOptions(**{**opts.__dict__, "seed": 8}))
+    other = engine.generate_ids(PROMPTS, replace(opts, seed=8))
 
     assert first == again
     assert first != other
 
 
 def test_greedy_with_several_sequences_returns_distinct_beams(trained_dir: Path) -> None:
-    engine = ReplyEngine.load(trained_dir, backend="hf")
+    engine = _load(trained_dir, backend="hf")
 
     out = engine.generate_ids(
         PROMPTS[:2], DecodeOptions(max_new_tokens=8, sample=False, num_return_sequences=3)
@@ -118,7 +137,7 @@ def test_greedy_with_several_sequences_returns_distinct_beams(trained_dir: Path)
 
 def test_max_source_length_from_friendbot_json_drops_oldest_lines(model_copy: Path) -> None:
     (model_copy / "friendbot.json").write_text(json.dumps({"max_source_length": 24}))
-    engine = ReplyEngine.load(model_copy, backend="hf")
+    engine = _load(model_copy, backend="hf")
     tail = "Carol: lets go climbing tomorrow!!\nreply as Bob:"
     old_a = "\n".join(["Alice: hey guys whats up"] * 20)
     old_b = "\n".join(["Dave: count me in. bringing coffee"] * 20)
@@ -131,7 +150,7 @@ def test_max_source_length_from_friendbot_json_drops_oldest_lines(model_copy: Pa
 
 
 def test_concurrent_calls_give_sequential_results(trained_dir: Path) -> None:
-    engine = ReplyEngine.load(trained_dir, backend="hf", threads=1)
+    engine = _load(trained_dir, backend="hf")
     expected = {p: engine.generate_ids([p], GREEDY_FIXED) for p in PROMPTS}
     results: dict[str, list[list[list[int]]]] = {}
     errors: list[BaseException] = []
@@ -174,7 +193,7 @@ def test_invalid_decode_options_are_rejected(options: dict[str, float]) -> None:
 def test_missing_model_dir_is_one_line_input_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     with pytest.raises(InputError) as err:
-        ReplyEngine.load(missing)
+        _load(missing)
     message = str(err.value)
     assert message.startswith(str(missing))
     assert "\n" not in message
@@ -183,22 +202,22 @@ def test_missing_model_dir_is_one_line_input_error(tmp_path: Path) -> None:
 def test_dir_without_a_model_is_input_error(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(InputError, match=r"no config\.json"):
-        ReplyEngine.load(tmp_path)
+        _load(tmp_path)
     with pytest.raises(InputError, match="not a directory"):
-        ReplyEngine.load(tmp_path / "notes.txt")
+        _load(tmp_path / "notes.txt")
 
 
 def test_broken_weights_are_one_line_input_error(model_copy: Path) -> None:
     (model_copy / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(InputError) as err:
-        ReplyEngine.load(model_copy, backend="hf")
+        _load(model_copy, backend="hf")
     assert "cannot load the model" in str(err.value)
     assert "\n" not in str(err.value)
 
 
 def test_unknown_backend_is_input_error(tiny_model_dir: Path) -> None:
     with pytest.raises(InputError, match="unknown backend"):
-        ReplyEngine.load(tiny_model_dir, backend="onnx")
+        _load(tiny_model_dir, backend="onnx")
 
 
 # --- CTranslate2 -----------------------------------------------------------------------------
@@ -246,13 +265,13 @@ def test_export_rejects_bad_input(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 @pytest.mark.parametrize("quantization", ["float32", "int8"])
 def test_ct2_greedy_matches_hf_token_for_token(model_copy: Path, quantization: str) -> None:
-    hf = ReplyEngine.load(model_copy, backend="hf")
+    hf = _load(model_copy, backend="hf")
     fixed_hf = hf.generate_ids(PROMPTS, GREEDY_FIXED)
     free = DecodeOptions(max_new_tokens=20, sample=False)  # stops at eos on its own
     free_hf = hf.generate_ids(PROMPTS, free)
 
     export_ct2(model_copy, quantization=quantization)
-    ct2 = ReplyEngine.load(model_copy, backend="ct2")
+    ct2 = _load(model_copy, backend="ct2")
     fixed_ct2 = ct2.generate_ids(PROMPTS, GREEDY_FIXED)
     free_ct2 = ct2.generate_ids(PROMPTS, free)
 
@@ -272,7 +291,7 @@ def test_ct2_greedy_matches_hf_token_for_token(model_copy: Path, quantization: s
 
 def test_ct2_sampling_options_and_seed(model_copy: Path) -> None:
     export_ct2(model_copy)
-    engine = ReplyEngine.load(model_copy, backend="ct2")
+    engine = _load(model_copy, backend="ct2")
     opts = DecodeOptions(
         max_new_tokens=10,
         min_new_tokens=10,
@@ -285,7 +304,7 @@ def test_ct2_sampling_options_and_seed(model_copy: Path) -> None:
 
     first = engine.generate_ids(PROMPTS, opts)
     again = engine.generate_ids(PROMPTS, opts)
-    other = engine.generate_ids(PROMPTS, DecodeOptions(**{**opts.__dict__, "seed": 4}))
+    other = engine.generate_ids(PROMPTS, replace(opts, seed=4))
     beams = engine.generate_ids(
         PROMPTS[:1], DecodeOptions(max_new_tokens=8, sample=False, num_return_sequences=3)
     )
@@ -303,10 +322,10 @@ def test_ct2_sampling_options_and_seed(model_copy: Path) -> None:
 
 
 def test_auto_uses_ct2_when_exported(model_copy: Path) -> None:
-    assert ReplyEngine.load(model_copy).backend == "hf"
+    assert _load(model_copy).backend == "hf"
     export_ct2(model_copy)
-    assert ReplyEngine.load(model_copy).backend == "ct2"
-    assert ReplyEngine.load(model_copy, backend="hf").backend == "hf"
+    assert _load(model_copy).backend == "ct2"
+    assert _load(model_copy, backend="hf").backend == "hf"
 
 
 def test_auto_ignores_a_conversion_older_than_the_weights(
@@ -319,18 +338,18 @@ def test_auto_ignores_a_conversion_older_than_the_weights(
     os.utime(weights, (stamp + 60, stamp + 60))  # retrained after the export
 
     with caplog.at_level(logging.WARNING, logger="bot.engine"):
-        engine = ReplyEngine.load(model_copy)
+        engine = _load(model_copy)
 
     assert engine.backend == "hf"
     assert "older than the model weights" in caplog.text
     with pytest.raises(InputError, match="older than the model weights"):
-        ReplyEngine.load(model_copy, backend="ct2")
+        _load(model_copy, backend="ct2")
 
 
 def test_missing_ct2_falls_back_to_hf_or_fails_clearly_when_asked(model_copy: Path) -> None:
-    assert ReplyEngine.load(model_copy, backend="auto").backend == "hf"
+    assert _load(model_copy, backend="auto").backend == "hf"
     with pytest.raises(InputError) as err:
-        ReplyEngine.load(model_copy, backend="ct2")
+        _load(model_copy, backend="ct2")
     assert "export-ct2" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -339,18 +358,18 @@ def test_corrupt_ct2_falls_back_to_hf(model_copy: Path, caplog: pytest.LogCaptur
     (model_copy / CT2_DIRNAME / "model.bin").write_bytes(b"garbage")
 
     with caplog.at_level(logging.WARNING, logger="bot.engine"):
-        engine = ReplyEngine.load(model_copy)
+        engine = _load(model_copy)
 
     assert engine.backend == "hf"
     assert "failed to load" in caplog.text
     with pytest.raises(InputError, match="cannot load the CTranslate2 model"):
-        ReplyEngine.load(model_copy, backend="ct2")
+        _load(model_copy, backend="ct2")
 
 
 def test_model_dir_through_a_symlink_is_resolved(model_copy: Path, tmp_path: Path) -> None:
     link = tmp_path / "current"
     link.symlink_to(model_copy)
-    assert ReplyEngine.load(link, backend="hf").model_dir == model_copy.resolve()
+    assert _load(link, backend="hf").model_dir == model_copy.resolve()
 
 
 # --- CLI -------------------------------------------------------------------------------------
