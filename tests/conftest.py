@@ -16,6 +16,14 @@ CHAT_LINES = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """Tiny models run fastest on one thread, and CI machines are shared: no oversubscription."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny T5 + chat tokenizer saved like any HF model directory.

@@ -35,13 +35,17 @@ def train(
         typer.Option(help="Hub id (google/flan-t5-base), local model dir, or `tiny` (offline)."),
     ] = "tiny",
     task: Annotated[str, typer.Option(help="chat | paraphrase | joke.")] = "chat",
-    epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = 3,
+    epochs: Annotated[
+        int | None, typer.Option(help="Passes over the training data (default: tiny 8, else 3).")
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option(help="Optimizer steps (overrides --epochs).")
     ] = None,
     learning_rate: Annotated[
         float | None,
-        typer.Option("--lr", "--learning-rate", help="Peak LR [3e-3 tiny, 1e-3 LoRA, 3e-4]."),
+        typer.Option(
+            "--lr", "--learning-rate", help="Peak LR (default: 1e-3 tiny or LoRA, else 3e-4)."
+        ),
     ] = None,
     schedule: Annotated[str, typer.Option(help="cosine | linear | constant.")] = "cosine",
     warmup: Annotated[float, typer.Option(help="Warmup: a fraction if < 1, else steps.")] = 0.05,
@@ -49,19 +53,22 @@ def train(
     max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping; 0 turns it off.")] = 1.0,
     token_budget: Annotated[
         int | None,
-        typer.Option(help="Padded tokens per batch [16384 on GPU, 4096 on CPU]."),
+        typer.Option(help="Padded tokens per batch (default: 16384 on GPU, 2048 on CPU)."),
     ] = None,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
     seed: Annotated[int, typer.Option(help="Seeds data order, init and dropout.")] = 0,
-    dropout: Annotated[float | None, typer.Option(help="Override the model's dropout.")] = None,
+    dropout: Annotated[
+        float | None, typer.Option(help="Override the model's dropout (default: tiny 0).")
+    ] = None,
     persona_prob: Annotated[
         float, typer.Option(help="Share of chat examples given the `reply as NAME:` hint.")
     ] = 0.5,
     max_source_length: Annotated[
-        int | None, typer.Option(help="Source tokens [chat 512, paraphrase 128, joke 32].")
+        int | None,
+        typer.Option(help="Source tokens (default: chat 512 (tiny 32), paraphrase 128, joke 32)."),
     ] = None,
     max_target_length: Annotated[
-        int | None, typer.Option(help="Target tokens [chat 64, paraphrase 128, joke 128].")
+        int | None, typer.Option(help="Target tokens (default: chat 64, paraphrase 128, joke 128).")
     ] = None,
     eval_every: Annotated[int, typer.Option(help="Steps between validation runs.")] = 200,
     patience: Annotated[
@@ -151,11 +158,13 @@ def train(
 
 
 def _print_train_summary(model_dir: Path) -> None:
+    import os
+
     from training.finetune import read_info
 
-    info = read_info(model_dir)
-    if not info:  # not the main process of a multi-process run
+    if os.environ.get("RANK", "0") != "0":  # torchrun / accelerate launch: rank 0 reports
         return
+    info = read_info(model_dir)
     m = info["metrics"]
     val = m["validation_loss"]
     _out.print(
@@ -171,7 +180,9 @@ def evaluate(
     model: Annotated[Path, typer.Option(help="Model directory written by `friendbot train`.")],
     data: Annotated[Path, typer.Option(help="Prepared dataset directory.")],
     split: Annotated[str, typer.Option(help="test | validation | train.")] = "test",
-    out: Annotated[Path | None, typer.Option(help="Report directory [MODEL/eval-SPLIT].")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report directory (default: MODEL/eval-SPLIT).")
+    ] = None,
     generate: Annotated[
         bool,
         typer.Option("--generate/--no-generate", help="Generate replies (else loss only)."),

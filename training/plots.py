@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _pyplot():  # noqa: ANN202 - matplotlib's module
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -28,13 +28,12 @@ CHAT_COLUMNS = ("conversation", "response", "sender")
 T = TypeVar("T")
 HOLDOUT_FRACTION = 0.05  # validation share carved from a task file that has no dev split
 
-_STOPWORDS = frozenset(
-    """about after again also always because been before being between could does doing down
-    during each every from have having here into just like more most much only other over
-    said same should some such than that their them then there these they this those through
-    under until very what when where which while with would your yours didnt dont cant wont
-    whats thats theres heres""".split()
-)
+_STOPWORDS_TEXT = """about after again also always because been before being between could
+does doing down during each every from have having here into just like more most much only
+other over said same should some such than that their them then there these they this those
+through under until very what when where which while with would your yours didnt dont cant
+wont whats thats theres heres"""
+_STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
 
 @dataclass(frozen=True, slots=True)

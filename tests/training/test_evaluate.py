@@ -1,0 +1,171 @@
+"""`friendbot evaluate`: metrics, baselines, the files written, and the loss used by retraining."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.training.fixtures.chatdata import write_dataset
+from training.errors import InputError
+from training.evaluate import (
+    distinct_n,
+    evaluate,
+    evaluate_loss,
+    most_frequent_speaker_replies,
+    repeat_last_line_replies,
+    rouge_l,
+    score,
+)
+from training.finetune import TrainConfig, train
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("eval") / "data")
+
+
+@pytest.fixture(scope="module")
+def model_dir(data_dir: Path) -> Path:
+    """A tiny chat model trained for a few dozen steps (about two seconds)."""
+    out = data_dir.parent / "model"
+    config = TrainConfig(
+        data=data_dir,
+        out=out,
+        max_steps=40,
+        token_budget=512,
+        learning_rate=3e-3,
+        eval_every=20,
+        tiny_vocab=300,
+        progress=False,
+    )
+    return train(config)
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def test_rouge_l_is_unicode_aware() -> None:
+    # rouge-score's default tokenizer drops everything but [a-z0-9]
+    assert rouge_l(["привет как дела 😂"], ["привет как дела 😂"]) == pytest.approx(1.0)
+    assert rouge_l(["привет мир"], ["пока мир"]) == pytest.approx(0.5)
+    assert rouge_l([], []) == 0.0
+
+
+def test_distinct_n_counts_unique_ngrams() -> None:
+    assert distinct_n(["lol lol lol"], 1) == pytest.approx(1 / 3)
+    assert distinct_n(["a b", "a b"], 2) == pytest.approx(1 / 2)
+    assert distinct_n(["a b c"], 2) == 1.0
+    assert distinct_n([""], 1) == 0.0
+
+
+def test_score_speaker_accuracy_per_speaker() -> None:
+    replies = ["Ann: hi", "Ann: yo", "nobody speaks", "Ben: ok"]
+    real = ["Ann: hi", "Ben: yo", "Ben: hey", "Ben: ok"]
+    result = score(replies, real, ["Ann", "Ben", "Ben", "Ben"])
+    assert result["speaker_accuracy"] == pytest.approx(0.5)
+    assert result["per_speaker"] == {
+        "Ann": {"n": 1, "accuracy": 1.0},
+        "Ben": {"n": 3, "accuracy": pytest.approx(1 / 3)},
+    }
+    # ROUGE-L on the text only: "yo" matches although the speaker is wrong
+    assert result["rouge_l"] == pytest.approx(3 / 4)
+
+
+def test_baselines() -> None:
+    train_rows = [
+        {"conversation": "", "response": "Ann: lol", "sender": "Ann"},
+        {"conversation": "", "response": "Ann: lol", "sender": "Ann"},
+        {"conversation": "", "response": "Ann: omg", "sender": "Ann"},
+        {"conversation": "", "response": "Ben: ok", "sender": "Ben"},
+    ]
+    assert most_frequent_speaker_replies(train_rows, 2) == ("Ann", ["Ann: lol", "Ann: lol"])
+    rows = [{"conversation": "Ann: a\nBen: b"}, {"conversation": "Cleo: c"}, {"conversation": ""}]
+    assert repeat_last_line_replies(rows) == ["Ben: b", "Cleo: c", ""]
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def test_evaluate_writes_report_with_baselines(
+    model_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    report = evaluate(model_dir, data_dir, "test", tmp_path / "report", progress=False)
+
+    saved = json.loads((tmp_path / "report" / "eval.json").read_text())
+    for key in ("loss", "perplexity", "rouge_l", "speaker_accuracy", "distinct_1", "distinct_2"):
+        assert isinstance(saved[key], float), key
+    assert saved["examples"] == 24
+    assert saved["perplexity"] == pytest.approx(math.exp(saved["loss"]))
+    assert 0.0 <= saved["speaker_accuracy"] <= 1.0
+    assert sum(v["n"] for v in saved["per_speaker"].values()) == 24
+    base = saved["baselines"]
+    assert set(base) == {"most_frequent_speaker", "repeat_last_line"}
+    # the fixture chat never has a speaker answer themselves: repeating the last line is
+    # always the wrong speaker, and the most frequent one is right about a quarter of the time
+    assert base["repeat_last_line"]["speaker_accuracy"] == 0.0
+    assert 0.1 < base["most_frequent_speaker"]["speaker_accuracy"] < 0.5
+    assert report["out_dir"] == str(tmp_path / "report")
+
+    markdown = (tmp_path / "report" / "eval.md").read_text()
+    assert "| speaker_accuracy |" in markdown and "## Sample generations" in markdown
+    assert (tmp_path / "report" / "speaker_accuracy.png").stat().st_size > 1000
+
+
+def test_evaluate_loss_matches_the_report(model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    report = evaluate(
+        model_dir, data_dir, "validation", tmp_path / "r", do_generate=False, progress=False
+    )
+    assert report["rouge_l"] is None and report["speaker_accuracy"] is None
+    assert evaluate_loss(model_dir, data_dir, "validation") == pytest.approx(report["loss"])
+    info = json.loads((model_dir / "friendbot.json").read_text())
+    # the training loop's validation loss is the same measure on the same split
+    assert info["metrics"]["validation_loss"] == pytest.approx(report["loss"], rel=1e-4)
+
+
+def test_evaluate_default_output_and_limit(model_dir: Path, data_dir: Path) -> None:
+    report = evaluate(model_dir, data_dir, limit=5, progress=False)
+    assert report["examples"] == 5
+    assert Path(report["out_dir"]) == model_dir / "eval-test"
+    assert (model_dir / "eval-test" / "eval.json").is_file()
+
+
+def test_cli_evaluate_prints_a_table(
+    model_dir: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    where = ["--model", str(model_dir), "--data", str(data_dir), "--out", str(tmp_path / "r")]
+    main(["evaluate", *where, "--limit", "6"])
+    out = capsys.readouterr().out
+    assert "speaker_accuracy" in out and "repeat last line" in out
+    assert (tmp_path / "r" / "eval.json").is_file()
+
+
+def test_evaluate_bad_inputs(model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such model directory"):
+        evaluate(tmp_path / "nope", data_dir, progress=False)
+    with pytest.raises(InputError, match="no such dataset directory"):
+        evaluate(model_dir, tmp_path / "nope", progress=False)
+    empty = write_dataset(tmp_path / "empty", n_test=0)
+    with pytest.raises(InputError, match=r"test\.parquet: no examples"):
+        evaluate(model_dir, empty, progress=False)
+    with pytest.raises(InputError, match="unknown split"):
+        evaluate_loss(model_dir, data_dir, "dev")
+
+
+def test_evaluate_refuses_task_models(data_dir: Path, tmp_path: Path) -> None:
+    config = TrainConfig(
+        data=FIXTURES / "jokes_sample.csv",
+        out=tmp_path / "joke",
+        task="joke",
+        max_steps=2,
+        tiny_vocab=200,
+        progress=False,
+    )
+    with pytest.raises(InputError, match="a joke model"):
+        evaluate_loss(train(config), data_dir, "test")
