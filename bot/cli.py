@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # schema upgrades: quiet when fine
     _register_all()
     try:
         status = app(args=argv, standalone_mode=False)

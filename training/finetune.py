@@ -798,6 +798,8 @@ def _save_model(
             "format": 1,
             "base_model": config.base_model,
             "task": config.task,
+            # who the chat model can speak as: the bot offers these names even to a new chat
+            "speakers": _speakers(data) if config.task == "chat" else [],
             "dataset": {
                 "path": str(config.data),
                 "fingerprint": data.fingerprint,
@@ -843,6 +845,16 @@ def _save_model(
         raise
     log.info("saved %s (validation loss %s)", out, state.best_loss)
     return out
+
+
+def _speakers(data: TaskData) -> list[str]:
+    """The senders of the training responses, most frequent first."""
+    from collections import Counter
+
+    from training.formatting import parse_turn
+
+    counts = Counter(parse_turn(e.target)[0] for e in data.train)
+    return [name for name, _ in counts.most_common() if name]
 
 
 def _publish(tmp: Path, out: Path) -> None:
