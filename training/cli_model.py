@@ -104,6 +104,9 @@ def train(
         bool, typer.Option("--compile", help="torch.compile the model (GPU).")
     ] = False,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on CPU even with a GPU.")] = False,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (default: one per core).")
+    ] = None,
     log_every: Annotated[int, typer.Option(help="Steps between metrics.jsonl records.")] = 10,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
@@ -150,6 +153,7 @@ def train(
         precision=precision,
         compile=compile_model,
         cpu=cpu,
+        threads=threads,
         log_every=log_every,
         progress=progress,
     )

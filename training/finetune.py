@@ -123,6 +123,9 @@ class TrainConfig:
     precision: str = field(default="auto", metadata={"help": "auto | bf16 | fp16 | fp32"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     cpu: bool = field(default=False, metadata={"help": "train on CPU even with a GPU"})
+    threads: int | None = field(
+        default=None, metadata={"help": "CPU threads for torch (default: torch's choice)"}
+    )
     log_every: int = field(default=10, metadata={"help": "steps between metric records"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
@@ -140,6 +143,7 @@ class TrainConfig:
             "--eval-every": self.eval_every,
             "--checkpoint-every": self.checkpoint_every,
             "--log-every": self.log_every,
+            "--threads": self.threads if self.threads is not None else 1,
             "--max-steps": self.max_steps if self.max_steps is not None else 1,
             "--token-budget": self.token_budget if self.token_budget is not None else 1,
             "--learning-rate": self.learning_rate if self.learning_rate is not None else 1,
@@ -294,10 +298,12 @@ def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None
     accelerator = Accelerator(
         cpu=not use_cuda, mixed_precision={"fp32": "no"}.get(precision, precision)
     )
+    if config.threads:  # on a shared CPU, fewer threads than cores avoids spin-waiting
+        torch.set_num_threads(config.threads)
     if use_cuda:  # TF32 matmuls: fp32 range at near-bf16 speed for whatever is not autocast
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    elif config.base_model == TINY and "OMP_NUM_THREADS" not in os.environ:
+    elif config.base_model == TINY and not config.threads and "OMP_NUM_THREADS" not in os.environ:
         # The tiny model's matrices are too small to share between cores, and on a busy
         # machine two spinning OpenMP threads ran 38x slower than one (254 vs 9,656 tok/s).
         torch.set_num_threads(1)

@@ -7,22 +7,21 @@ Deterministic: REPLY_PROBABILITY=0 and a fixed GENERATION_SEED.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from telegram.ext import AIORateLimiter, Application
+from telegram.ext import Application
 
-from bot.app import build_application, run_bot, service_of, serving
+from bot.app import run_bot, service_of
 from bot.settings import Settings
 from storage.history import get_chat, recent_messages
 from tests.e2e.fake_telegram import FakeChat, FakeTelegram, FakeUser
+from tests.e2e.harness import running, until
 from training.errors import InputError
 
 T = TypeVar("T")
@@ -62,26 +61,6 @@ def make_settings(tg: FakeTelegram, tmp_path: Path, model_dir: Path, **extra: An
     }
     values.update(extra)
     return Settings(_env_file=None, **values)
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Application]:
-    """The bot, polling the fake server, for the block's duration."""
-    limiter = AIORateLimiter(overall_max_rate=1000, group_max_rate=1000, group_time_period=1)
-    application = build_application(settings, rate_limiter=limiter)
-    async with serving(application, poll_timeout=1):
-        yield application
-
-
-async def until(predicate: Callable[[], T], what: str, timeout: float = 30.0) -> T:
-    """Wait (without blocking the bot's event loop) until ``predicate()`` is truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (value := predicate()):
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
 
 
 def replies_to(tg: FakeTelegram, message: dict[str, Any]) -> list[dict[str, Any]]:

@@ -9,19 +9,17 @@ cannot (its vocabulary has no "z"), so the reply text tells which model answered
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from telegram.ext import AIORateLimiter, Application
 
-from bot.app import build_application, service_of, serving
+from bot.app import service_of
 from bot.settings import Settings
 from tests.e2e.fake_telegram import FakeChat, FakeTelegram, FakeUser
+from tests.e2e.harness import running, until
 from tests.training.retrain_fixtures import export_dict, fake_train_command, write_export
 from training.registry import resolve_current, set_current
 
@@ -79,25 +77,6 @@ def bot_settings(tg: FakeTelegram, root: Path) -> Settings:
         generation_seed=7,
         max_new_tokens=8,
     )
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Application]:
-    limiter = AIORateLimiter(overall_max_rate=1000, group_max_rate=1000, group_time_period=1)
-    application = build_application(settings, rate_limiter=limiter)
-    async with serving(application, poll_timeout=1):
-        yield application
-
-
-async def until(predicate: Callable[[], T], what: str, timeout: float = 30.0) -> T:
-    """Wait without blocking the bot's event loop."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (value := predicate()):
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
 
 
 def texts(tg: FakeTelegram, chat_id: int) -> list[str]:
