@@ -105,7 +105,8 @@ def train(
     ] = False,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on CPU even with a GPU.")] = False,
     threads: Annotated[
-        int | None, typer.Option(help="CPU threads for torch (default: one per core).")
+        int | None,
+        typer.Option(help="CPU threads for torch (default: 1 for tiny, else one per core)."),
     ] = None,
     log_every: Annotated[int, typer.Option(help="Steps between metrics.jsonl records.")] = 10,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,

@@ -124,7 +124,7 @@ class TrainConfig:
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     cpu: bool = field(default=False, metadata={"help": "train on CPU even with a GPU"})
     threads: int | None = field(
-        default=None, metadata={"help": "CPU threads for torch (default: torch's choice)"}
+        default=None, metadata={"help": "CPU threads for torch (default: 1 for tiny, else torch's)"}
     )
     log_every: int = field(default=10, metadata={"help": "steps between metric records"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
