@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Coroutine
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from telegram import Message, MessageEntity, ReplyParameters, Update
 from telegram.constants import ChatAction, ParseMode
@@ -23,6 +25,7 @@ from bot.responder import GenerationTimeout, typing
 from bot.service import FriendBot, TextMessage
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVICE_KEY = "friendbot"
 """``application.bot_data[SERVICE_KEY]`` is the process's FriendBot (for extensions too)."""
@@ -137,14 +140,8 @@ async def paraphrase(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     if not text and msg.reply_to_message is not None:
         text = msg.reply_to_message.text or msg.reply_to_message.caption or ""
     service = service_of(context)
-    try:
-        async with _typing(context, msg.chat_id):
-            options = await service.paraphrase(text, sender_name(msg))
-    except UsageError as exc:
-        await msg.reply_text(str(exc))
-        return
-    except GenerationTimeout:
-        await msg.reply_text(TOO_SLOW)
+    options = await _generate(context, msg, service.paraphrase(text, sender_name(msg)))
+    if options is None:
         return
     if not options:
         await msg.reply_text("I couldn't find another way to say that.")
@@ -158,32 +155,35 @@ async def joke(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A joke (about the topic, if given), told by one of the friends."""
     msg = update.effective_message
     service = service_of(context)
-    try:
-        async with _typing(context, msg.chat_id):
-            reply = await service.joke(msg.chat_id, " ".join(context.args or []), sender_name(msg))
-    except UsageError as exc:
-        await msg.reply_text(str(exc))
-        return
-    except GenerationTimeout:
-        await msg.reply_text(TOO_SLOW)
-        return
-    await post(context, msg.chat_id, reply, msg.message_id)
+    topic = " ".join(context.args or [])
+    reply = await _generate(context, msg, service.joke(msg.chat_id, topic, sender_name(msg)))
+    if reply is not None:
+        await post(context, msg.chat_id, reply, msg.message_id)
 
 
 async def as_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Answer as the named friend: /as NAME [text]."""
     msg = update.effective_message
     service = service_of(context)
+    args = context.args or []
+    reply = await _generate(context, msg, service.reply_as(msg.chat_id, args, sender_name(msg)))
+    if reply is not None:
+        await post(context, msg.chat_id, reply, msg.message_id)
+
+
+async def _generate(
+    context: ContextTypes.DEFAULT_TYPE, msg: Message, work: Coroutine[Any, Any, T]
+) -> T | None:
+    """Await a generation with "typing..." shown; a usage error or a timeout is answered
+    here (and gives None), so every command tells the member the same way."""
     try:
         async with _typing(context, msg.chat_id):
-            reply = await service.reply_as(msg.chat_id, context.args or [], sender_name(msg))
+            return await work
     except UsageError as exc:
         await msg.reply_text(str(exc))
-        return
     except GenerationTimeout:
         await msg.reply_text(TOO_SLOW)
-        return
-    await post(context, msg.chat_id, reply, msg.message_id)
+    return None
 
 
 async def optout(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
