@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import threading
-import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from training.errors import InputError
 from training.formatting import encode_source
+from training.output_dirs import CT2_KIND, check_replaceable, new_work_dir, publish, stamp
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -395,11 +395,13 @@ def export_ct2(model_dir: Path, quantization: str = "int8") -> Path:
 
     copy_files = [name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
     target = model_dir / CT2_DIRNAME
-    tmp = model_dir / f".{CT2_DIRNAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    check_replaceable(target, CT2_KIND, "a `friendbot export-ct2` conversion")
+    tmp = new_work_dir(target, CT2_KIND)
     try:
         converter = TransformersConverter(str(model_dir), copy_files=copy_files)
         try:
-            converter.convert(str(tmp), quantization=quantization)
+            # the converter insists on creating its output directory itself
+            converter.convert(str(tmp / CT2_DIRNAME), quantization=quantization, force=True)
         except (OSError, ValueError, KeyError) as exc:
             reason = _first_line(exc)
             raise InputError(f"{model_dir}: cannot convert for CTranslate2 ({reason})") from exc
@@ -408,28 +410,14 @@ def export_ct2(model_dir: Path, quantization: str = "int8") -> Path:
             "ctranslate2": ctranslate2.__version__,
             "transformers": transformers.__version__,
         }
-        (tmp / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(tmp, target)
+        converted = tmp / CT2_DIRNAME
+        (converted / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        stamp(converted, CT2_KIND)
+        publish(converted, target, CT2_KIND)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote %s (%s)", target, quantization)
     return target
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished ``src`` to ``dst``, replacing an older ``dst``.
-
-    POSIX cannot rename a directory over a non-empty one, so the old copy is first renamed
-    aside (one rename each: a reader sees the old or the new model, or briefly none, in which
-    case ``auto`` serves with HF) and deleted afterwards.
-    """
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(dst, old)
-    os.rename(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

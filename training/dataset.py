@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,6 +45,7 @@ from training.export import (
 )
 from training.messages import ChatMessage
 from training.normalize import SCHEMA, Rules, from_chat_messages, member_keys
+from training.output_dirs import DATASET_KIND, check_location, check_replaceable, staged
 from training.pairs import PAIR_SCHEMA, build_pairs, context_starts, speaker_mask, window_lines
 from training.sessions import SPLITS, assign_splits, dedup_and_order, merge_bursts, session_starts
 
@@ -240,7 +240,7 @@ def prepare(
             + (" and a sender among --speakers" if speakers else "")
         )
     split_of_turn = plan.labels[session_index]
-    with _staging(out_dir) as tmp:
+    with staged(out_dir, DATASET_KIND) as tmp:
         counts = _write_pairs(tmp, turns, lo, eligible, session_index, split_of_turn, options)
         stats.pairs = {name: counts[0][i] for i, name in enumerate(SPLITS)}
         stats.pairs_per_speaker = dict(counts[1].most_common())
@@ -255,12 +255,8 @@ def _check_inputs(exports: list[Path], out_dir: Path, extra: Iterable[ChatMessag
         raise InputError("prepare: no export files given")
     for path in exports:
         check_file(path)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "stats.json").exists():
-        raise InputError(
-            f"{out_dir}: exists and is not a `friendbot prepare` output; choose another --out"
-        )
+    check_location(out_dir, exports)
+    check_replaceable(out_dir, DATASET_KIND, "a `friendbot prepare` output")
 
 
 def _read_one(path: Path, options: PrepareOptions, rules: Rules, progress: Any) -> ExportRead:
@@ -370,25 +366,6 @@ def _write_pairs(
 def _write_parts(parts: list[tuple[pq.ParquetWriter, pa.Table]]) -> None:
     for writer, table in parts:
         writer.write_table(table)
-
-
-@contextmanager
-def _staging(out_dir: Path) -> Iterator[Path]:
-    """A temporary sibling of ``out_dir`` that replaces it only if the block succeeds."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class _Progress:

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from training.errors import InputError
 from training.formatting import build_prompt, parse_turn
+from training.output_dirs import EVAL_KIND, check_location, check_replaceable, staged
 
 if TYPE_CHECKING:
     import torch
@@ -322,6 +320,9 @@ def evaluate(
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     if limit is not None and limit <= 0:
         raise InputError(f"--limit {limit}: must be positive")
+    out_dir = Path(out_dir) if out_dir else model_dir / f"eval-{split}"
+    check_location(out_dir, [model_dir / "config.json", data_dir])
+    check_replaceable(out_dir, EVAL_KIND, "a `friendbot evaluate` report")
     rows = read_chat_split(data_dir, split)
     if limit:
         rows = rows[:limit]
@@ -369,7 +370,6 @@ def evaluate(
         },
         "repeat_last_line": score(repeat_last_line_replies(rows), real, real_senders),
     }
-    out_dir = Path(out_dir) if out_dir else model_dir / f"eval-{split}"
     _write_outputs(report, samples, out_dir)
     report["out_dir"] = str(out_dir)
     return report
@@ -379,20 +379,11 @@ def _write_outputs(report: dict[str, Any], samples: list[dict[str, str]], out_di
     """eval.json, eval.md and the per-speaker PNG into ``out_dir``, atomically."""
     from training.plots import plot_speaker_accuracy
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with staged(out_dir, EVAL_KIND) as tmp:
         (tmp / EVAL_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (tmp / REPORT_FILE).write_text(markdown_report(report, samples), encoding="utf-8")
         if report["per_speaker"]:
             plot_speaker_accuracy(report, tmp / SPEAKER_PLOT)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def metric_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:

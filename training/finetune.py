@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -40,6 +39,17 @@ from training.batching import (
     real_tokens,
 )
 from training.errors import InputError
+from training.output_dirs import (
+    MODEL_KIND,
+    PARTIAL_KIND,
+    check_location,
+    check_replaceable,
+    make_work_dir,
+    new_work_dir,
+    publish,
+    remove_owned,
+    stamp,
+)
 from training.tasks import TASKS, TaskData, load_task
 
 if TYPE_CHECKING:
@@ -450,7 +460,7 @@ def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None
         model = accelerator.unwrap_model(model, keep_fp32_wrapper=False, keep_torch_compile=False)
         _save_model(model, tokenizer, config, data, state, work, accelerator, precision)
         if not config.keep_checkpoints:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_owned(work, PARTIAL_KIND)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return config.out
@@ -509,8 +519,11 @@ def _resolve_precision(precision: str, use_cuda: bool) -> str:
 
 def _check_out(config: TrainConfig, accelerator: Accelerator) -> None:
     """Refuse early (before minutes of training) to clobber a model or resume nothing."""
+    check_location(config.out, [config.data])
+    check_location(partial_dir(config.out), [config.data])
     if config.out.exists() and not config.overwrite:
         raise InputError(f"{config.out}: already exists (pass --overwrite to replace it)")
+    check_replaceable(config.out, MODEL_KIND, "a `friendbot train` model directory")
     if config.resume and _latest_checkpoint(partial_dir(config.out)) is None:
         raise InputError(f"{partial_dir(config.out)}: no checkpoint to --resume from")
 
@@ -759,9 +772,8 @@ def _restore(accelerator: Accelerator, work: Path, config: TrainConfig) -> Train
 
 
 def _reset_work_dir(work: Path) -> None:
-    """Start a fresh run in an empty work directory."""
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    """Start a fresh run in an empty work directory (an old one only if friendbot made it)."""
+    make_work_dir(work, PARTIAL_KIND)
 
 
 def _package_version() -> str:
@@ -794,8 +806,7 @@ def _save_model(
     if config.lora and config.merge_lora:
         model = model.merge_and_unload()
     out = config.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = new_work_dir(out, MODEL_KIND)
     try:
         model.generation_config.max_new_tokens = config.max_target_length
         model.save_pretrained(tmp)
@@ -845,7 +856,8 @@ def _save_model(
             from training.plots import plot_losses
 
             plot_losses(tmp / METRICS_FILE, tmp / LOSS_PLOT)
-        _publish(tmp, out)
+        stamp(tmp, MODEL_KIND)
+        publish(tmp, out, MODEL_KIND)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -861,17 +873,6 @@ def _speakers(data: TaskData) -> list[str]:
 
     counts = Counter(parse_turn(e.target)[0] for e in data.train)
     return [name for name, _ in counts.most_common() if name]
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the finished directory into place (an old one, with --overwrite, goes after)."""
-    old = None
-    if out.exists() or out.is_symlink():
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_info(model_dir: Path) -> dict[str, Any]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from datetime import datetime
 from pathlib import Path
 
 from training.errors import InputError
+from training.output_dirs import MODEL_KIND, remove_owned
 from training.registry import resolve_current, set_current
 
 PREVIOUS = "previous"
@@ -116,7 +116,8 @@ def prune(models_dir: Path, keep: int) -> list[Path]:
             break
         if path.resolve() in protected:
             continue
-        shutil.rmtree(path, ignore_errors=True)
+        if not remove_owned(path, MODEL_KIND):
+            continue  # someone else's files are inside: leave the whole directory alone
         removed.append(path)
         excess -= 1
     return removed

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +40,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from training import model_store
 from training.errors import InputError
+from training.finetune import partial_dir
+from training.output_dirs import (
+    DATASET_KIND,
+    MODEL_KIND,
+    PARTIAL_KIND,
+    RUN_KIND,
+    make_work_dir,
+    remove_owned,
+)
 from training.registry import resolve_current
 from training.retrain_inputs import (
     check_export,
@@ -60,6 +68,7 @@ DECIDED = ("promoted", "rejected")  # runs that reached a decision: what "unchan
 _TAIL_CHARS = 2000
 
 Report = Callable[[str], None]
+
 
 
 class RunFailed(Exception):
@@ -104,10 +113,8 @@ class _Run:
         models_dir = Path(self.settings.models_dir)
         served = {resolve_current(models_dir), model_store.resolve_previous(models_dir)}
         if self.candidate.resolve() not in served:
-            shutil.rmtree(self.candidate, ignore_errors=True)
-        shutil.rmtree(
-            self.candidate.with_name(self.candidate.name + ".partial"), ignore_errors=True
-        )
+            remove_owned(self.candidate, MODEL_KIND)
+        remove_owned(partial_dir(self.candidate), PARTIAL_KIND)
 
     def update(self, **values: Any) -> None:
         from storage.runs import update_run
@@ -194,6 +201,7 @@ def _locked_run(
     )
     report(f"run #{run_id} started ({trigger})")
     try:
+        make_work_dir(run.work_dir, RUN_KIND)
         outcome = _steps(run, force, lock_ok)
     except BaseException as exc:  # KeyboardInterrupt/SIGTERM too: record why, then go on
         run.discard_candidate()
@@ -206,7 +214,7 @@ def _locked_run(
             raise
         return RunOutcome(run_id, "failed", decision, error=error)
     finally:
-        shutil.rmtree(run.work_dir, ignore_errors=True)
+        remove_owned(run.work_dir, RUN_KIND)
     with sessions.begin() as session:
         finish_run(
             session,
@@ -396,8 +404,7 @@ def _prepare(
 
     options = _prepare_options(run.settings, excluded)
     run.report(f"preparing {len(exports)} export(s) into {data_dir}")
-    shutil.rmtree(data_dir, ignore_errors=True)
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_owned(data_dir, DATASET_KIND)
     with run.sessions() as session:
         extra: Any = ()
         if run.settings.retrain_include_bot_history:
@@ -675,7 +682,6 @@ def _close_interrupted_runs(sessions: sessionmaker[Session], settings: RetrainSe
                 )
                 if candidate is not None:
                     if candidate.resolve() not in keep:
-                        shutil.rmtree(candidate, ignore_errors=True)
-                    partial = candidate.with_name(candidate.name + ".partial")
-                    shutil.rmtree(partial, ignore_errors=True)
-            shutil.rmtree(Path(settings.retrain_work_dir) / f"run-{run.id}", ignore_errors=True)
+                        remove_owned(candidate, MODEL_KIND)
+                    remove_owned(partial_dir(candidate), PARTIAL_KIND)
+            remove_owned(Path(settings.retrain_work_dir) / f"run-{run.id}", RUN_KIND)

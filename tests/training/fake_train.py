@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from training.output_dirs import MODEL_KIND, stamp
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -34,6 +36,7 @@ def main() -> None:
     if args.mode == "copy":
         tmp = args.out.with_name(args.out.name + ".tmp")
         shutil.copytree(args.extra[0], tmp)
+        stamp(tmp, MODEL_KIND)  # training marks what it writes, so retraining may prune it
         os.replace(tmp, args.out)
         print(f"fake_train: copied {args.extra[0]} -> {args.out}")
     elif args.mode == "crash":

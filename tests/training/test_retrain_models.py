@@ -9,14 +9,16 @@ import pytest
 
 from training import model_store
 from training.errors import InputError
+from training.output_dirs import MODEL_KIND, stamp
 from training.registry import resolve_current
 
 
 def fake_model(models_dir: Path, name: str) -> Path:
-    """A directory that passes for a finished model (config.json present)."""
+    """A directory that passes for a finished model (config.json present, marked as ours)."""
     path = models_dir / name
     path.mkdir(parents=True)
     (path / "config.json").write_text("{}")
+    stamp(path, MODEL_KIND)
     return path
 
 
@@ -91,3 +93,19 @@ def test_prune_keeps_the_newest_and_never_current_previous_or_foreign_dirs(
     assert left == {runs[0], runs[1], runs[5]}
     assert hand.is_dir()
     assert resolve_current(tmp_path) == runs[0].resolve()
+
+
+def test_prune_never_deletes_a_candidate_holding_files_friendbot_did_not_write(
+    tmp_path: Path,
+) -> None:
+    runs = [candidate(tmp_path, i, i) for i in range(1, 4)]
+    (runs[0] / "my-notes.txt").write_text("keep me")
+    unmarked = tmp_path / model_store.candidate_name(9, datetime(2024, 4, 1, tzinfo=UTC))
+    unmarked.mkdir()
+    (unmarked / "config.json").write_text("{}")
+
+    removed = model_store.prune(tmp_path, keep=1)
+
+    assert removed == [runs[1], runs[2]]  # the rest are not provably retraining's own
+    assert (runs[0] / "my-notes.txt").read_text() == "keep me"
+    assert (unmarked / "config.json").exists()
