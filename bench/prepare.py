@@ -158,7 +158,7 @@ def main() -> None:
     out = args.workdir / "out_friendbot"
     shutil.rmtree(out, ignore_errors=True)
     wall, rss, _ = measure(
-        [sys.executable, "-m", "bot.cli", "prepare", str(export), "--out", str(out)]
+        [sys.executable, "-m", "training.cli", "prepare", str(export), "--out", str(out)]
     )
     stats = json.loads((out / "stats.json").read_text())
     results.append(("friendbot prepare", wall, rss, {"pairs": sum(stats["pairs"].values())}))

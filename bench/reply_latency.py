@@ -93,7 +93,7 @@ def build_tokenizer(vocab_size: int):  # -> T5Tokenizer
     """
     from transformers import T5Tokenizer
 
-    from training.tiny import train_tokenizer
+    from training.model.tiny import train_tokenizer
 
     corpus = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 4
     corpus += [f"{name}: {w}" for name in NAMES for w in WORDS]
@@ -103,7 +103,7 @@ def build_tokenizer(vocab_size: int):  # -> T5Tokenizer
 
 
 def _trained_pieces(tokenizer) -> list[tuple[str, float]]:
-    """(piece, score) of a tokenizer built by training.tiny.train_tokenizer, in id order."""
+    """(piece, score) of a tokenizer built by training.model.tiny.train_tokenizer, in id order."""
     state = json.loads(tokenizer.backend_tokenizer.to_str())
     return [(piece, float(score)) for piece, score in state["model"]["vocab"]]
 
@@ -159,7 +159,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def bench_arch(arch: Arch, repeats: int, warmup: int, threads: int | None) -> dict:
     """Time every reply path on one architecture; returns the figures as a dict."""
-    from bot.engine import DecodeOptions, ReplyEngine, export_ct2
+    from bot.engine import DecodeOptions, ReplyEngine
+    from training.model.ct2 import export_ct2
 
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory(prefix="reply-latency-") as tmp:

@@ -2,8 +2,8 @@
 
 Both train the FLAN-T5 architecture (built from its config, random weights: the compute does
 not depend on the weights) on the same chat-shaped pairs, in one run, and we count real
-(non-padding) source + target tokens per second. Ours is `training.finetune.train_step` fed by
-`training.batching` (token-budget length buckets), with Accelerate's bf16 autocast, TF32 and
+(non-padding) source + target tokens per second. Ours is `training.model.finetune.train_step` fed by
+`training.model.batching` (token-budget length buckets), with Accelerate's bf16 autocast, TF32 and
 fused AdamW on a GPU, exactly as `friendbot train` runs it. The Trainer gets its defaults
 (batch 8, fp32, `DataCollatorForSeq2Seq` dynamic padding, random order).
 
@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.batching import collate, plan_batches, real_tokens
+from training.model.batching import collate, plan_batches, real_tokens
 
 if TYPE_CHECKING:
     from transformers import T5Config
@@ -93,8 +93,8 @@ def synthetic_lengths(n: int, seed: int) -> tuple[list[int], list[int]]:
 
 def dataset_lengths(data_dir: Path) -> tuple[list[int], list[int]]:
     """Token lengths of a prepared dataset's pairs (a SentencePiece vocab trained on it)."""
-    from training.tasks import chat_examples, read_chat_split
-    from training.tiny import train_tokenizer
+    from training.model.tasks import chat_examples, read_chat_split
+    from training.model.tiny import train_tokenizer
 
     examples = chat_examples(read_chat_split(data_dir, "train"))
     tokenizer = train_tokenizer([t for e in examples for t in (e.source, e.target)], 8000)
@@ -159,7 +159,7 @@ def bench_ours(
     from accelerate import Accelerator
     from transformers import T5ForConditionalGeneration, get_constant_schedule
 
-    from training.finetune import train_step
+    from training.model.finetune import train_step
 
     use_cuda = torch.cuda.is_available()
     precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "no"
@@ -220,7 +220,7 @@ def bench_trainer(
         TrainerCallback,
     )
 
-    from training.tiny import train_tokenizer
+    from training.model.tiny import train_tokenizer
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     reset_memory(device)

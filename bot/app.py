@@ -37,15 +37,13 @@ from telegram.ext import (
 )
 
 from bot import handlers
-from bot.handlers import SERVICE_KEY
+from bot.handlers import COMMANDS_KEY, SERVICE_KEY
 from bot.service import FriendBot
 from bot.settings import Settings
 from training.errors import InputError
 
 log = logging.getLogger(__name__)
 
-COMMANDS_KEY = "bot_commands"
-"""``application.bot_data[COMMANDS_KEY]``: the BotCommand menu published at start."""
 
 RETENTION_EVERY_S = 24 * 3600
 

@@ -69,7 +69,7 @@ def ensure_model(export: Path, data: Path, model_dir: Path, *, fresh: bool = Fal
     (the default ``models/current``): the tiny model is written beside it and promoted, so
     ``friendbot retrain`` and ``friendbot rollback`` manage it like any other.
     """
-    from training.registry import CURRENT, set_current
+    from training.model.model_dir import CURRENT, set_current
 
     if model_dir.exists() and not fresh:
         return model_dir.resolve()
@@ -78,7 +78,7 @@ def ensure_model(export: Path, data: Path, model_dir: Path, *, fresh: bool = Fal
     ensure_dataset(export, data, fresh=fresh)
     target = model_dir.parent / DEMO_MODEL
     typer.echo(f"Training the offline tiny model on {data} into {target} (a few CPU minutes)...")
-    from training.finetune import TrainConfig, train
+    from training.model.finetune import TrainConfig, train
 
     train(TrainConfig(data=data, out=target, base_model="tiny", overwrite=True))
     set_current(model_dir.parent, target)
@@ -87,7 +87,7 @@ def ensure_model(export: Path, data: Path, model_dir: Path, *, fresh: bool = Fal
 
 def ensure_dataset(export: Path, data: Path, *, fresh: bool = False) -> None:
     """Run ``prepare`` on ``export`` unless ``data`` already holds a dataset made from it."""
-    from training.dataset import PrepareOptions, prepare
+    from training.data.prepare import PrepareOptions, prepare
 
     stats = data / "stats.json"
     if stats.exists() and not fresh and stats.stat().st_mtime >= export.stat().st_mtime:

@@ -6,8 +6,8 @@ the same way, whichever backend runs the model:
 
 - ``hf``: Hugging Face ``generate`` on the model directory itself. Always available; the
   fallback.
-- ``ct2``: CTranslate2 on ``MODEL_DIR/ct2`` (written by ``export_ct2`` /
-  ``friendbot export-ct2``), int8 on CPU. About 3x faster per reply on a 2-core CPU, because it
+- ``ct2``: CTranslate2 on ``MODEL_DIR/ct2`` (written by ``friendbot export-ct2``,
+  training/model/ct2.py), int8 on CPU. About 3x faster per reply on a 2-core CPU, because it
   runs the decoder loop in C++ with int8 matrices instead of Python + fp32 (docs/inference.md).
 
 ``backend="auto"`` uses CTranslate2 when a conversion is present, imports, and is newer than the
@@ -20,16 +20,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from training.errors import InputError
+from training.errors import InputError, first_line
 from training.formatting import encode_source
-from training.output_dirs import CT2_KIND, check_replaceable, new_work_dir, publish, stamp
+from training.model.model_dir import (
+    CT2_DIRNAME,
+    EXPORT_META,
+    check_model_dir,
+    read_info,
+    weight_files,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -37,31 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CT2_DIRNAME = "ct2"
-INFO_FILENAME = "friendbot.json"
-EXPORT_META = "friendbot-ct2.json"  # written by export_ct2 inside ct2/: how it was made
 DEFAULT_MAX_SOURCE_LENGTH = 512
 BACKENDS = ("auto", "hf", "ct2")
-QUANTIZATIONS = (
-    "int8",
-    "int8_float32",
-    "int8_float16",
-    "int8_bfloat16",
-    "int16",
-    "float16",
-    "bfloat16",
-    "float32",
-)
-# Weight files whose modification time decides whether ``ct2/`` is stale.
-WEIGHT_PATTERNS = ("model.safetensors", "model-*.safetensors", "pytorch_model*.bin")
-# Tokenizer files copied next to the conversion so ``ct2/`` is usable on its own too.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "spiece.model",
-    "added_tokens.json",
-)
 
 
 @dataclass(frozen=True)
@@ -138,8 +120,8 @@ class ReplyEngine:
         """
         if backend not in BACKENDS:
             raise InputError(f"{backend}: unknown backend (choose one of {', '.join(BACKENDS)})")
-        model_dir = _check_model_dir(Path(model_dir))
-        info = _read_info(model_dir)
+        model_dir = check_model_dir(Path(model_dir))
+        info = read_info(model_dir)
         tokenizer = _load_tokenizer(model_dir)
         chosen = _choose_backend(model_dir, backend)
         impl: _Backend
@@ -237,7 +219,7 @@ class _HFBackend:
         try:
             model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
         except Exception as exc:  # any unreadable weights/config (safetensors has its own error)
-            raise InputError(f"{model_dir}: cannot load the model ({_first_line(exc)})") from exc
+            raise InputError(f"{model_dir}: cannot load the model ({first_line(exc)})") from exc
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         saved = model.generation_config
@@ -336,7 +318,7 @@ class _CT2Backend:
                 intra_threads=self.threads,
             )
         except (RuntimeError, ValueError, OSError) as exc:
-            reason = _first_line(exc)
+            reason = first_line(exc)
             raise InputError(
                 f"{self.ct2_dir}: cannot load the CTranslate2 model ({reason})"
             ) from exc
@@ -373,84 +355,7 @@ class _CT2Backend:
 
 
 # ---------------------------------------------------------------------------------------------
-# Conversion
-
-
-def export_ct2(model_dir: Path, quantization: str = "int8") -> Path:
-    """Convert ``model_dir`` for CTranslate2 into ``model_dir/ct2``, never half-written.
-
-    The conversion goes to a temporary sibling directory first and is renamed into place only
-    when complete, so a crash leaves the previous ``ct2/`` (or none) and a running bot never
-    loads a partial model. Quantizing to int8 is what makes CPU replies fast; the tokenizer
-    files are copied along so ``ct2/`` is self-contained.
-    """
-    if quantization not in QUANTIZATIONS:
-        raise InputError(
-            f"{quantization}: unknown quantization (choose one of {', '.join(QUANTIZATIONS)})"
-        )
-    model_dir = _check_model_dir(Path(model_dir))
-    import ctranslate2
-    import transformers
-    from ctranslate2.converters import TransformersConverter
-
-    copy_files = [name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
-    target = model_dir / CT2_DIRNAME
-    check_replaceable(target, CT2_KIND, "a `friendbot export-ct2` conversion")
-    tmp = new_work_dir(target, CT2_KIND)
-    try:
-        converter = TransformersConverter(str(model_dir), copy_files=copy_files)
-        try:
-            # the converter insists on creating its output directory itself
-            converter.convert(str(tmp / CT2_DIRNAME), quantization=quantization, force=True)
-        except (OSError, ValueError, KeyError) as exc:
-            reason = _first_line(exc)
-            raise InputError(f"{model_dir}: cannot convert for CTranslate2 ({reason})") from exc
-        meta = {
-            "quantization": quantization,
-            "ctranslate2": ctranslate2.__version__,
-            "transformers": transformers.__version__,
-        }
-        converted = tmp / CT2_DIRNAME
-        (converted / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        stamp(converted, CT2_KIND)
-        publish(converted, target, CT2_KIND)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("wrote %s (%s)", target, quantization)
-    return target
-
-
-# ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _check_model_dir(model_dir: Path) -> Path:
-    """The resolved model directory, or an InputError saying in one line what is wrong."""
-    if not model_dir.exists():
-        raise InputError(f"{model_dir}: no such model directory")
-    resolved = model_dir.resolve()
-    if not resolved.is_dir():
-        raise InputError(f"{model_dir}: not a directory")
-    if not (resolved / "config.json").is_file():
-        raise InputError(
-            f"{model_dir}: not a model directory (no config.json; train one with friendbot train)"
-        )
-    if not _weight_files(resolved):
-        raise InputError(f"{model_dir}: no model weights (model.safetensors) in the directory")
-    return resolved
-
-
-def _read_info(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / INFO_FILENAME
-    if not path.is_file():
-        return {}
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not valid JSON ({_first_line(exc)})") from exc
-    if not isinstance(info, dict):
-        raise InputError(f"{path}: expected a JSON object")
-    return info
 
 
 def _load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
@@ -459,7 +364,7 @@ def _load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError, TypeError) as exc:
-        raise InputError(f"{model_dir}: cannot load the tokenizer ({_first_line(exc)})") from exc
+        raise InputError(f"{model_dir}: cannot load the tokenizer ({first_line(exc)})") from exc
 
 
 def _choose_backend(model_dir: Path, requested: str) -> str:
@@ -485,8 +390,8 @@ def _ct2_problem(model_dir: Path) -> str | None:
     try:
         import ctranslate2  # noqa: F401
     except ImportError as exc:
-        return f"ctranslate2 does not import ({_first_line(exc)})"
-    newest_weights = max(p.stat().st_mtime_ns for p in _weight_files(model_dir))
+        return f"ctranslate2 does not import ({first_line(exc)})"
+    newest_weights = max(p.stat().st_mtime_ns for p in weight_files(model_dir))
     if model_bin.stat().st_mtime_ns < newest_weights:
         return "conversion is older than the model weights (rerun friendbot export-ct2)"
     return None
@@ -511,10 +416,6 @@ def _ct2_vocab_size(ct2_dir: Path, default: int) -> int:
     return default
 
 
-def _weight_files(model_dir: Path) -> list[Path]:
-    return [p for pattern in WEIGHT_PATTERNS for p in model_dir.glob(pattern)]
-
-
 def _cut_at(ids: list[int], eos_id: int | None) -> list[int]:
     """``ids`` up to (not including) the first ``eos_id``."""
     return ids[: ids.index(eos_id)] if eos_id in ids else ids
@@ -530,8 +431,3 @@ def _available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

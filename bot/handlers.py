@@ -29,6 +29,8 @@ T = TypeVar("T")
 
 SERVICE_KEY = "friendbot"
 """``application.bot_data[SERVICE_KEY]`` is the process's FriendBot (for extensions too)."""
+COMMANDS_KEY = "bot_commands"
+"""``application.bot_data[COMMANDS_KEY]``: the BotCommand menu published at start."""
 
 HELP = "\n".join(  # Telegram shows every newline: one line per thought
     [

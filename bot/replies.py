@@ -10,7 +10,7 @@ Pure functions only (no Telegram, no model), so the rules are unit-tested direct
 - Posts read ``<b>Hugo</b>: text`` (HTML parse mode; everything from users or the model is
   escaped).
 - /paraphrase and /joke send a task model (a trained task model, or the base FLAN-T5) the very
-  prompts it was trained on (``training.tasks``), and chat-shaped prompts when they fall back
+  prompts it was trained on (``training.model.tasks``), and chat-shaped prompts when they fall back
   to the chat model.
 """
 
@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from training import tasks
 from training.formatting import build_prompt, clean_text, format_turn, parse_turn
+from training.model import tasks
 
 TELEGRAM_MAX_CHARS = 4096
 MAX_PARAPHRASES = 3

@@ -11,7 +11,7 @@ Installed as an extension of the Telegram application (``bot.app.extensions``):
   metrics; the last one reported is kept in the database, so a restart neither repeats nor
   misses a message;
 - ``/retrain [force]`` (admins) starts a run now and ``/runs`` lists the last ones;
-- with ``RETRAIN_IN_BOT=true`` the retraining schedule (training.scheduler) runs inside the
+- with ``RETRAIN_IN_BOT=true`` the retraining schedule (training.retrain.scheduler) runs inside the
   bot process.
 
 Training never runs in the bot process: every run is a ``friendbot retrain`` child process
@@ -39,13 +39,13 @@ from telegram.ext import (
     filters,
 )
 
-from bot.handlers import ADMINS_ONLY, SERVICE_KEY
+from bot.handlers import ADMINS_ONLY, COMMANDS_KEY, SERVICE_KEY
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
 
     from bot.service import FriendBot
-    from training.retrain_settings import RetrainSettings
+    from training.retrain.settings import RetrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,7 @@ MENU = [
 
 def install(application: Application) -> None:
     """Wire the watcher, /retrain, /runs and (RETRAIN_IN_BOT) the schedule into the bot."""
-    from bot.app import COMMANDS_KEY
-    from training.retrain_settings import load_settings
+    from training.retrain.settings import load_settings
 
     service: FriendBot = application.bot_data[SERVICE_KEY]
     hooks = RetrainHooks(application, service, load_settings())
@@ -172,7 +171,7 @@ class RetrainHooks:
         from sqlalchemy import and_, or_, select
 
         from storage.models import BotState, TrainingRun
-        from training.retrain import run_record
+        from training.retrain.pipeline import run_record
 
         with self.service.sessions.begin() as session:
             state = session.get(BotState, STATE_KEY)
@@ -222,7 +221,7 @@ class RetrainHooks:
     async def _manual_run(self, chat_id: int, force: bool) -> None:
         """Run the child, then answer in the chat that asked (a task of its own, not PTB's:
         PTB's stop() waits for its tasks, and a run can take hours)."""
-        args = ["-m", "bot.cli", "retrain", "--trigger", "manual", "--json"]
+        args = ["-m", "training.cli", "retrain", "--trigger", "manual", "--json"]
         if force:
             args.append("--force")
         proc = await asyncio.create_subprocess_exec(
@@ -251,14 +250,14 @@ class RetrainHooks:
     # --- the schedule ------------------------------------------------------------------------
 
     async def start_schedule(self) -> None:
-        from training.scheduler import next_run_time, start_scheduler
+        from training.retrain.scheduler import next_run_time, start_scheduler
 
         self.scheduler = await asyncio.to_thread(start_scheduler, self.settings)
         log.info("retraining schedule in the bot: next run %s", next_run_time(self.scheduler))
 
     async def shutdown(self) -> None:
         """Stop the schedule and any run started here (they record themselves interrupted)."""
-        from training.scheduler import stop_scheduler
+        from training.retrain.scheduler import stop_scheduler
 
         if self.scheduler is not None:
             await asyncio.to_thread(stop_scheduler, self.scheduler)
@@ -328,7 +327,7 @@ async def runs_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
 
 def _recent(service: FriendBot, limit: int) -> list[dict[str, Any]]:
     from storage.runs import recent_runs
-    from training.retrain import run_record
+    from training.retrain.pipeline import run_record
 
     with service.sessions() as session:
         return [run_record(r) for r in recent_runs(session, limit)]

@@ -17,12 +17,13 @@ model it started with, and no update waits.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from training.model.model_dir import read_info
 
 if TYPE_CHECKING:
     from bot.engine import ReplyEngine
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BASE_MODEL_KEYS = ("base_model", "base_model_name_or_path")
-INFO_FILE = "friendbot.json"
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def base_model_dir(info: dict[str, Any], hops: int = 5) -> Path | None:
         path = _local_model(next((str(info[k]) for k in BASE_MODEL_KEYS if info.get(k)), ""))
         if path is None:
             return None
-        info = _read_info(path)
+        info = read_info(path)
         if info.get("task", "chat" if info else None) != "chat":
             return path
     return None
@@ -130,7 +130,7 @@ def base_model_dir(info: dict[str, Any], hops: int = 5) -> Path | None:
 
 def is_instruction_model(model_dir: Path) -> bool:
     """False for a model fine-tuned on chat (it answers as a friend, not to instructions)."""
-    return _read_info(Path(model_dir)).get("task") != "chat"
+    return read_info(Path(model_dir)).get("task") != "chat"
 
 
 def _local_model(name: str) -> Path | None:
@@ -148,14 +148,6 @@ def _local_model(name: str) -> Path | None:
     except Exception:  # not cached, not a hub id, hub library missing: all mean "not here"
         return None
     return cached if (cached / "config.json").is_file() else None
-
-
-def _read_info(model_dir: Path) -> dict[str, Any]:
-    try:
-        info = json.loads((model_dir / INFO_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
 
 
 class ModelHolder:

@@ -31,7 +31,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Tests that need a loadable model (the bot, the reply engine) but not a good one use this;
     it takes about a second to build.
     """
-    from training.tiny import TinyShape, build_model, train_tokenizer
+    from training.model.tiny import TinyShape, build_model, train_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-model")
     tokenizer = train_tokenizer(CHAT_LINES * 50, vocab_size=200)

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.engine import CT2_DIRNAME, DecodeOptions, ReplyEngine, export_ct2
+from bot.engine import DecodeOptions, ReplyEngine
 from tests.conftest import CHAT_LINES
 from training.errors import InputError
+from training.model.ct2 import export_ct2
+from training.model.model_dir import CT2_DIRNAME
 
 PROMPTS = [
     "Alice: hey guys whats up 😂\nBob: nothing much, you?",
@@ -379,11 +381,10 @@ def test_cli_export_ct2(model_copy: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from bot import cli_engine
+    from training.model import cli as model_cli
 
     app = typer.Typer()
-    cli_engine.register(app)
-    app.command("noop")(lambda: None)  # two commands, so the subcommand name is required
+    model_cli.register(app)
     runner = CliRunner()
 
     failed = runner.invoke(app, ["export-ct2", str(model_copy / "missing")])

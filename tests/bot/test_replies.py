@@ -23,8 +23,8 @@ from bot.replies import (
     persona_reply,
     split_as_args,
 )
-from training import tasks
 from training.formatting import build_prompt, format_turn
+from training.model import tasks
 
 
 @dataclass

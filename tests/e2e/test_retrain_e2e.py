@@ -21,7 +21,7 @@ from bot.settings import Settings
 from tests.e2e.fake_telegram import FakeChat, FakeTelegram, FakeUser
 from tests.e2e.harness import running, until
 from tests.training.retrain_fixtures import export_dict, fake_train_command, write_export
-from training.registry import resolve_current, set_current
+from training.model.model_dir import resolve_current, set_current
 
 T = TypeVar("T")
 
@@ -179,7 +179,7 @@ async def test_the_schedule_runs_inside_the_bot(
     from datetime import UTC, datetime
 
     from bot.retrain_hooks import HOOKS_KEY
-    from training.scheduler import JOB_ID
+    from training.retrain.scheduler import JOB_ID
 
     monkeypatch.setenv("RETRAIN_IN_BOT", "true")
     monkeypatch.setenv("RETRAIN_CRON", "0 4 * * *")

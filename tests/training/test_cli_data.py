@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
+from training.cli import main
 
 EXPORTS = Path(__file__).parent / "fixtures" / "exports"
 SAMPLE = Path(__file__).parents[2] / "examples" / "sample_chat" / "result.json"

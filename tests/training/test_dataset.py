@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from training.dataset import PrepareOptions, prepare
+from training.data.messages import ChatMessage
+from training.data.prepare import PrepareOptions, prepare
 from training.errors import InputError
-from training.messages import ChatMessage
 
 EXPORTS = Path(__file__).parent / "fixtures" / "exports"
 SAMPLE = Path(__file__).parents[2] / "examples" / "sample_chat" / "result.json"

@@ -10,7 +10,7 @@ import pytest
 
 from tests.training.fixtures.chatdata import write_dataset
 from training.errors import InputError
-from training.evaluate import (
+from training.model.evaluate import (
     distinct_n,
     evaluate,
     evaluate_loss,
@@ -19,7 +19,7 @@ from training.evaluate import (
     rouge_l,
     score,
 )
-from training.finetune import TrainConfig, train
+from training.model.finetune import TrainConfig, train
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -137,7 +137,7 @@ def test_evaluate_default_output_and_limit(model_dir: Path, data_dir: Path) -> N
 def test_cli_evaluate_prints_a_table(
     model_dir: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bot.cli import main
+    from training.cli import main
 
     where = ["--model", str(model_dir), "--data", str(data_dir), "--out", str(tmp_path / "r")]
     main(["evaluate", *where, "--limit", "6"])

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from training.errors import InputError
-from training.export import (
+from training.data.export import (
     ChatSelector,
     NeedsChatChoice,
     iter_chat_messages,
     list_chats,
     read_export,
 )
-from training.export_layout import Chunk, scan
-from training.messages import ChatMessage, bot_api_chat_id, sender_id_of
-from training.normalize import Rules, member_keys
+from training.data.export_layout import Chunk, scan
+from training.data.messages import ChatMessage, bot_api_chat_id, sender_id_of
+from training.data.normalize import Rules, member_keys
+from training.errors import InputError
 
 EXPORTS = Path(__file__).parent / "fixtures" / "exports"
 SINGLE = EXPORTS / "single_chat.json"
@@ -136,7 +136,7 @@ def test_bots_and_opted_out_members_are_skipped_by_name_or_id() -> None:
 
 
 def test_scrub_replaces_urls_emails_and_phones() -> None:
-    from training.normalize import scrub, strings
+    from training.data.normalize import scrub, strings
 
     out = scrub(
         strings(

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from tests.training.fixtures.chatdata import write_dataset
-from training.batching import bucket_length, collate, plan_batches
 from training.errors import InputError
-from training.evaluate import evaluate_loss
-from training.finetune import EarlyStopping, TrainConfig, TrainState, partial_dir, train
-from training.tasks import load_jokes, load_paraphrase
+from training.model.batching import bucket_length, collate, plan_batches
+from training.model.evaluate import evaluate_loss
+from training.model.finetune import EarlyStopping, TrainConfig, TrainState, partial_dir, train
+from training.model.tasks import load_jokes, load_paraphrase
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
-TRAIN = [sys.executable, "-m", "bot.cli", "train"]
+TRAIN = [sys.executable, "-m", "training.cli", "train"]
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ def test_two_processes_equal_one_process_accumulating_two(tmp_path: Path) -> Non
 
     data = write_dataset(tmp_path / "data")
     ddp, single = tmp_path / "ddp", tmp_path / "single"
-    train = [sys.executable, "-m", "bot.cli", "train", "--data", str(data), *ARGS]
+    train = [sys.executable, "-m", "training.cli", "train", "--data", str(data), *ARGS]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     result = run([*torchrun, *train[1:], "--out", str(ddp)])
     run([*train, "--out", str(single), "--grad-accum", "2"])

@@ -1,5 +1,5 @@
 from training.formatting import build_prompt, encode_source, format_turn, parse_turn
-from training.tiny import train_tokenizer
+from training.model.tiny import train_tokenizer
 
 
 def test_turn_is_one_line_and_round_trips() -> None:

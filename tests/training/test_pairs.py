@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from training.formatting import format_turn
-from training.normalize import member_keys
-from training.pairs import (
+from training.data.normalize import member_keys
+from training.data.pairs import (
     _slices,
     build_pairs,
     context_starts,
     speaker_mask,
     window_lines,
 )
+from training.formatting import format_turn
 
 
 def turns(rows: list[tuple[str, str]]) -> pa.Table:

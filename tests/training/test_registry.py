@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from training.registry import resolve_current, set_current
+from training.model.model_dir import resolve_current, set_current
 
 
 def test_current_switches_atomically_and_stays_relative(tmp_path: Path) -> None:

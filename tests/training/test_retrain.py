@@ -1,4 +1,4 @@
-"""One retraining run (training.retrain) on the tiny model: promote, skip, reject, fail.
+"""One retraining run (training.retrain.pipeline) on the tiny model: promote, skip, reject, fail.
 
 Training runs in a child process, so the cases that need a particular candidate (a crash, a
 kill, a copy of a known model) point RETRAIN_TRAIN_COMMAND at tests/training/fake_train.py;
@@ -28,10 +28,10 @@ from tests.training.retrain_fixtures import (
     newest_date,
     write_export,
 )
-from training import model_store
-from training.registry import resolve_current, set_current
-from training.retrain import LOCK_NAME, RunOutcome, retrain
-from training.retrain_settings import RetrainSettings
+from training.model.model_dir import resolve_current, set_current
+from training.retrain import models_folder
+from training.retrain.pipeline import LOCK_NAME, RunOutcome, retrain
+from training.retrain.settings import RetrainSettings
 
 CHAT_ID = -1_001_712_345_678  # Bot API form of export_dict's chat
 
@@ -146,7 +146,7 @@ def test_unchanged_inputs_are_skipped_even_renamed(ws: Workspace) -> None:
     assert f"unchanged since run #{first.run_id}" in second.decision
     assert ws.record(second.run_id).inputs_fingerprint == ws.record(first.run_id).inputs_fingerprint
     assert resolve_current(ws.models) == Path(first.candidate_dir).resolve()
-    assert len(model_store.candidates(ws.models)) == 1
+    assert len(models_folder.candidates(ws.models)) == 1
 
 
 def test_force_and_changed_options_train_again(ws: Workspace) -> None:
@@ -172,7 +172,7 @@ def test_a_new_export_is_promoted_and_the_old_model_kept_as_previous(ws: Workspa
     assert second.candidate_metrics["loss"] == pytest.approx(second.current_metrics["loss"])
     assert second.candidate_metrics["exports"] == ["crew-june.json", "crew.json"]
     assert resolve_current(ws.models) == Path(second.candidate_dir).resolve()
-    assert model_store.resolve_previous(ws.models) == Path(first.candidate_dir).resolve()
+    assert models_folder.resolve_previous(ws.models) == Path(first.candidate_dir).resolve()
     assert ws.record(second.run_id).previous_dir == str(Path(first.candidate_dir).resolve())
 
 
@@ -180,7 +180,7 @@ def test_old_models_are_pruned_beyond_keep_models(ws: Workspace) -> None:
     ws = ws.with_settings(keep_models=2)
     outcomes = [ws.run(force=True) for _ in range(3)]
     assert [o.status for o in outcomes] == ["promoted"] * 3
-    left = model_store.candidates(ws.models)
+    left = models_folder.candidates(ws.models)
     assert [p.name for p in left] == [Path(o.candidate_dir).name for o in outcomes[1:]]
 
 
@@ -234,7 +234,7 @@ def test_a_training_crash_fails_the_run_and_changes_nothing(
     assert (record.status, record.error) == ("failed", outcome.error)
     assert "unchanged" in record.decision and record.finished_at is not None
     assert resolve_current(ws.models) == Path(first.candidate_dir).resolve()
-    assert model_store.candidates(ws.models) == [Path(first.candidate_dir)]
+    assert models_folder.candidates(ws.models) == [Path(first.candidate_dir)]
     assert ws.locks_held() is None
     # a failure is not a decision: the next run tries again
     assert ws.run().status == "promoted"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
 from tests.training.retrain_fixtures import export_dict, fake_train_command, write_export
-from training.model_store import resolve_previous
-from training.registry import resolve_current
+from training.cli import main
+from training.model.model_dir import resolve_current
+from training.retrain.models_folder import resolve_previous
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_a_stopped_retrain_records_why_and_stops_its_training(
     log = env / "slow.log"
     monkeypatch.setenv("RETRAIN_TRAIN_COMMAND", fake_train_command("slow", str(log), "60"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "retrain"],
+        [sys.executable, "-m", "training.cli", "retrain"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from training.export import iter_chat_messages
+from training.data.export import iter_chat_messages
 
 ROOT = Path(__file__).parents[2]
 SAMPLE = ROOT / "examples" / "sample_chat" / "result.json"

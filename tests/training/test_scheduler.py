@@ -13,8 +13,8 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
 from training.errors import InputError
-from training.retrain_settings import RetrainSettings
-from training.scheduler import JOB_ID, make_trigger, next_run_time, start_scheduler
+from training.retrain.scheduler import JOB_ID, make_trigger, next_run_time, start_scheduler
+from training.retrain.settings import RetrainSettings
 
 FIRES_ENV = "FRIENDBOT_TEST_FIRES"
 RECORD = "tests.training.test_scheduler:record_fire"
@@ -144,8 +144,8 @@ def test_a_changed_schedule_replaces_the_stored_job(
 
 def retrain_in_process() -> None:
     """A job that runs retraining in the scheduler's own process (settings from the env)."""
-    from training.retrain import retrain
-    from training.retrain_settings import load_settings
+    from training.retrain.pipeline import retrain
+    from training.retrain.settings import load_settings
 
     retrain(load_settings(env_file=None), trigger="schedule")
 
@@ -178,7 +178,7 @@ def training_intervals(log: Path) -> list[tuple[float, float]]:
 def test_two_schedulers_on_one_database_never_train_at_once(
     retrain_env: Path, schedulers: list
 ) -> None:
-    from training.retrain_settings import load_settings
+    from training.retrain.settings import load_settings
 
     settings = load_settings(env_file=None)
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
@@ -230,7 +230,7 @@ def busy_runs(settings: RetrainSettings) -> list:
 def test_the_scheduled_job_runs_retrain_in_a_child_process(retrain_env: Path) -> None:
     from storage.db import make_engine, session_factory
     from storage.runs import last_run
-    from training.scheduler import scheduled_retrain
+    from training.retrain.scheduler import scheduled_retrain
 
     status = scheduled_retrain()
 

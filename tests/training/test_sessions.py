@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from training.normalize import SCHEMA
-from training.sessions import (
+from training.data.normalize import SCHEMA
+from training.data.sessions import (
     SPLITS,
     assign_splits,
     dedup_and_order,

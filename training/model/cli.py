@@ -1,8 +1,9 @@
 """``friendbot train`` and ``friendbot evaluate``: the model commands.
 
-``train`` maps its options one to one onto ``training.finetune.TrainConfig`` and runs
-``training.finetune.train``; ``evaluate`` runs ``training.evaluate.evaluate``. Heavy imports
-happen inside the commands so ``friendbot --help`` stays instant.
+``train`` maps its options one to one onto ``training.model.finetune.TrainConfig`` and runs
+``training.model.finetune.train``; ``evaluate`` runs ``training.model.evaluate.evaluate``;
+``export-ct2`` runs ``training.model.ct2.export_ct2``. Heavy imports happen inside the
+commands so ``friendbot --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def register(app: typer.Typer) -> None:
     """Attach ``train`` and ``evaluate`` to the ``friendbot`` app."""
     app.command("train")(train)
     app.command("evaluate")(evaluate)
+    app.command("export-ct2")(export_ct2)
 
 
 def train(
@@ -115,8 +117,8 @@ def train(
 
     Runs unchanged as one process, under `torchrun --nproc_per_node N` or `accelerate launch`.
     """
-    from training.finetune import TrainConfig
-    from training.finetune import train as run_train
+    from training.model.finetune import TrainConfig
+    from training.model.finetune import train as run_train
 
     config = TrainConfig(
         data=data,
@@ -165,7 +167,7 @@ def train(
 def _print_train_summary(model_dir: Path) -> None:
     import os
 
-    from training.finetune import read_info
+    from training.model.model_dir import read_info
 
     if os.environ.get("RANK", "0") != "0":  # torchrun / accelerate launch: rank 0 reports
         return
@@ -196,7 +198,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 32,
 ) -> None:
     """Loss, perplexity, ROUGE-L, speaker accuracy and distinct-1/2, next to two baselines."""
-    from training.evaluate import evaluate as run_evaluate
+    from training.model.evaluate import evaluate as run_evaluate
 
     report = run_evaluate(
         model, data, split, out, do_generate=generate, limit=limit, batch_size=batch_size
@@ -207,7 +209,7 @@ def evaluate(
 def _print_eval_table(report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from training.evaluate import metric_rows
+    from training.model.evaluate import metric_rows
 
     top = report["baselines"]["most_frequent_speaker"]["speaker"]
     table = Table(title=f"{report['split']} split, {report['examples']} examples")
@@ -219,3 +221,25 @@ def _print_eval_table(report: dict[str, Any]) -> None:
         table.add_row(name, *values)
     _out.print(table)
     _out.print(f"report: {report['out_dir']}", highlight=False)
+
+
+def export_ct2(
+    model_dir: Annotated[
+        Path, typer.Argument(help="Model directory written by friendbot train (or models/current).")
+    ],
+    quantization: Annotated[
+        str,
+        typer.Option(
+            help="Weight type: int8 (fast on CPU, the default), int8_float16 for GPUs, float16, "
+            "float32 (exact, slower)."
+        ),
+    ] = "int8",
+) -> None:
+    """Convert MODEL_DIR to CTranslate2 in MODEL_DIR/ct2; the bot then uses it automatically.
+
+    About 3x faster replies on CPU than HF generate. Rerun after retraining (stale: ignored).
+    """
+    from training.model.ct2 import export_ct2 as convert
+
+    target = convert(model_dir, quantization=quantization)
+    typer.echo(f"wrote {target} ({quantization})")

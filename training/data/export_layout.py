@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import msgspec
 
-from training.messages import bot_api_chat_id
+from training.data.messages import bot_api_chat_id
 
 BLOCK_SIZE = 8 << 20
 MAX_TOKEN = 64 << 20  # a header string or number longer than this is not a Telegram export

@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.batching import (
+from training.errors import InputError
+from training.model.batching import (
     Encoded,
     collate,
     epoch_sources,
@@ -38,7 +39,8 @@ from training.batching import (
     preprocess,
     real_tokens,
 )
-from training.errors import InputError
+from training.model.model_dir import INFO_FILE
+from training.model.tasks import TASKS, TaskData, load_task
 from training.output_dirs import (
     MODEL_KIND,
     PARTIAL_KIND,
@@ -50,7 +52,6 @@ from training.output_dirs import (
     remove_owned,
     stamp,
 )
-from training.tasks import TASKS, TaskData, load_task
 
 if TYPE_CHECKING:
     import torch
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
-INFO_FILE = "friendbot.json"
 METRICS_FILE = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
 BEST_WEIGHTS = "best.pt"
@@ -549,7 +549,7 @@ def _load_tokenizer(
     saved = work / "tokenizer"
     if not (config.resume and saved.is_dir()):
         if accelerator.is_main_process:
-            from training.tiny import train_tokenizer
+            from training.model.tiny import train_tokenizer
 
             texts = [t for e in data.train for t in (e.source, e.target)]
             tokenizer = train_tokenizer(texts, vocab_size=config.tiny_vocab)
@@ -574,7 +574,7 @@ def _load_model(config: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> PreT
     from transformers import AutoModelForSeq2SeqLM
 
     if config.base_model == TINY:
-        from training.tiny import build_model
+        from training.model.tiny import build_model
 
         model = build_model(tokenizer, seed=config.seed)
         # transformers 5 always ties T5's lm_head to the input embeddings (std 1 at init);
@@ -666,7 +666,7 @@ def validation_loss(
     config: TrainConfig,
 ) -> float:
     """Mean per-token loss on the validation set (free prompts), shared out across processes."""
-    from training.evaluate import loss_sums
+    from training.model.evaluate import loss_sums
 
     batches = plan_batches(
         [len(e.source) for e in data],
@@ -853,7 +853,7 @@ def _save_model(
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         if (work / METRICS_FILE).exists():
             shutil.copyfile(work / METRICS_FILE, tmp / METRICS_FILE)
-            from training.plots import plot_losses
+            from training.model.plots import plot_losses
 
             plot_losses(tmp / METRICS_FILE, tmp / LOSS_PLOT)
         stamp(tmp, MODEL_KIND)
@@ -873,14 +873,3 @@ def _speakers(data: TaskData) -> list[str]:
 
     counts = Counter(parse_turn(e.target)[0] for e in data.train)
     return [name for name, _ in counts.most_common() if name]
-
-
-def read_info(model_dir: Path) -> dict[str, Any]:
-    """friendbot.json of a model directory ({} for a plain Hugging Face directory)."""
-    path = Path(model_dir) / INFO_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc.msg})") from exc

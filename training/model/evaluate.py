@@ -64,7 +64,7 @@ def loss_sums(
     import torch
     import torch.nn.functional as F
 
-    from training.batching import LABEL_PAD, collate
+    from training.model.batching import LABEL_PAD, collate
 
     total = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.float64)
@@ -96,7 +96,7 @@ def load_model(
     """Model, tokenizer and friendbot.json of a model directory (InputError when unusable)."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from training.finetune import read_info
+    from training.model.model_dir import read_info
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -139,8 +139,8 @@ def model_loss(
     max_target_length: int,
 ) -> float:
     """Mean per-token loss of the real responses given free prompts, as in training."""
-    from training.batching import encode_targets, encode_texts, plan_batches
-    from training.tasks import chat_examples
+    from training.model.batching import encode_targets, encode_texts, plan_batches
+    from training.model.tasks import chat_examples
 
     examples = chat_examples(rows)
     sources = encode_texts(tokenizer, [e.source for e in examples], max_source_length)
@@ -166,7 +166,7 @@ def model_loss(
 
 def evaluate_loss(model_dir: Path, data_dir: Path, split: str) -> float:
     """Mean per-token loss of a model on a dataset split (the retraining gate's measure)."""
-    from training.tasks import read_chat_split
+    from training.model.tasks import read_chat_split
 
     model, tokenizer, info = load_model(model_dir)
     _check_chat_model(Path(model_dir), info)
@@ -189,7 +189,7 @@ def generate(
     """Greedy replies to ``prompts``, batched by similar length so little padding is computed."""
     import torch
 
-    from training.batching import encode_texts
+    from training.model.batching import encode_texts
 
     encoded = encode_texts(tokenizer, prompts, max_source_length)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
@@ -315,7 +315,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from training.tasks import read_chat_split
+    from training.model.tasks import read_chat_split
 
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     if limit is not None and limit <= 0:
@@ -377,7 +377,7 @@ def evaluate(
 
 def _write_outputs(report: dict[str, Any], samples: list[dict[str, str]], out_dir: Path) -> None:
     """eval.json, eval.md and the per-speaker PNG into ``out_dir``, atomically."""
-    from training.plots import plot_speaker_accuracy
+    from training.model.plots import plot_speaker_accuracy
 
     with staged(out_dir, EVAL_KIND) as tmp:
         (tmp / EVAL_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from training.errors import InputError
-from training.retrain_settings import RetrainSettings
+from training.retrain.settings import RetrainSettings
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -54,7 +54,7 @@ def run_retrain_child(args: list[str], *, capture: bool = False) -> tuple[int, s
     environment, hence the same settings. It is tracked so that :func:`stop_children` can
     stop it (it then records its run as interrupted) when this process shuts down.
     """
-    argv = [sys.executable, "-m", "bot.cli", "retrain", *args]
+    argv = [sys.executable, "-m", "training.cli", "retrain", *args]
     proc = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if capture else None
     )
@@ -150,7 +150,7 @@ def start_scheduler(
     settings: RetrainSettings,
     *,
     trigger: BaseTrigger | None = None,
-    func: str | Callable[..., Any] = "training.scheduler:scheduled_retrain",
+    func: str | Callable[..., Any] = "training.retrain.scheduler:scheduled_retrain",
 ) -> BackgroundScheduler:
     """Start the retraining schedule (the bot and ``friendbot schedule`` both call this).
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from storage.models import Message
-    from training.messages import ChatMessage
+    from training.data.messages import ChatMessage
 
 _CHUNK = 1 << 20
 
@@ -81,8 +81,8 @@ def check_export(path: Path, chat: str | None) -> ExportCheck:
     Also notes the newest message date per chat, which is where the bot's stored history
     takes over from the export. Only the kept columns are held, never the raw JSON.
     """
-    from training.export import ChatSelector, NeedsChatChoice, choose_chat_error, read_export
-    from training.normalize import Rules
+    from training.data.export import ChatSelector, NeedsChatChoice, choose_chat_error, read_export
+    from training.data.normalize import Rules
 
     check = ExportCheck(Path(path))
     try:
@@ -117,7 +117,7 @@ def newest_per_chat(checks: Iterable[ExportCheck]) -> dict[int, int]:
 
 def to_chat_message(row: Message) -> ChatMessage:
     """A stored message in the normalized form ``prepare`` reads from exports."""
-    from training.messages import ChatMessage
+    from training.data.messages import ChatMessage
 
     sender_id = f"user{row.sender_id}" if row.sender_id is not None else f"chat{row.chat_id}"
     return ChatMessage(

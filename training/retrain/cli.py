@@ -58,8 +58,8 @@ def retrain(
     Exit status 0 when the run was skipped, promoted or rejected; 1 when it failed (the
     served model is then unchanged and `friendbot runs` says why).
     """
-    from training.retrain import retrain as run_retrain
-    from training.retrain_settings import load_settings
+    from training.retrain.pipeline import retrain as run_retrain
+    from training.retrain.settings import load_settings
 
     if trigger not in ("cli", "manual", "schedule"):
         raise typer.BadParameter("must be cli, manual or schedule", param_hint="--trigger")
@@ -112,9 +112,9 @@ def runs(
     from storage.models import TrainingRun
     from storage.runs import recent_runs
     from training.errors import InputError
-    from training.model_store import resolve_previous
-    from training.registry import resolve_current
-    from training.retrain_settings import load_settings
+    from training.model.model_dir import resolve_current
+    from training.retrain.models_folder import resolve_previous
+    from training.retrain.settings import load_settings
 
     settings = load_settings()
     engine = make_engine(settings.database_url)
@@ -128,7 +128,7 @@ def runs(
         else:
             rows = recent_runs(session, limit)
     engine.dispose()
-    from training.retrain import run_record
+    from training.retrain.pipeline import run_record
 
     records = [run_record(r) for r in rows]
     if as_json or run_id is not None:
@@ -201,9 +201,9 @@ def rollback(
     from storage.db import make_engine, session_factory, upgrade
     from storage.locks import current_holder, make_holder, release, try_acquire
     from training.errors import InputError
-    from training.model_store import rollback as do_rollback
-    from training.retrain import LOCK_NAME
-    from training.retrain_settings import load_settings
+    from training.retrain.models_folder import rollback as do_rollback
+    from training.retrain.pipeline import LOCK_NAME
+    from training.retrain.settings import load_settings
 
     settings = load_settings()
     engine = make_engine(settings.database_url)
@@ -233,8 +233,8 @@ def schedule(
     Missed runs while nothing was scheduling run once on the next start. Use this, or
     RETRAIN_IN_BOT=true to run the same schedule inside the bot.
     """
-    from training.retrain_settings import load_settings
-    from training.scheduler import make_trigger, serve, stored_next_run
+    from training.retrain.scheduler import make_trigger, serve, stored_next_run
+    from training.retrain.settings import load_settings
 
     settings = load_settings()
     if show:

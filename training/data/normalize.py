@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from training.columns import (
+from training.data.columns import (
     OptionalInts,
     Repetitive,
     Strings,
@@ -38,7 +38,7 @@ from training.columns import (
     int_array,
     strings,
 )
-from training.messages import DELETED_ACCOUNT, ChatMessage, sender_id_of
+from training.data.messages import DELETED_ACCOUNT, ChatMessage, sender_id_of
 
 # Python's str.isspace() set, so that this matches training.formatting.clean_text exactly.
 _SPACE = r"\t\n\x{0b}\x{0c}\r\x{1c}-\x{1f}\x{85}\p{Z}"

@@ -1,8 +1,8 @@
 """``friendbot chats`` and ``friendbot prepare``: the data commands.
 
-``chats`` lists what an export holds (``training.export.list_chats``); ``prepare`` maps its
-options one to one onto ``training.dataset.PrepareOptions`` and runs
-``training.dataset.prepare``. Heavy imports (pyarrow, numpy) happen inside the commands so
+``chats`` lists what an export holds (``training.data.export.list_chats``); ``prepare`` maps its
+options one to one onto ``training.data.prepare.PrepareOptions`` and runs
+``training.data.prepare.prepare``. Heavy imports (pyarrow, numpy) happen inside the commands so
 ``friendbot --help`` stays instant.
 """
 
@@ -18,7 +18,7 @@ from rich.table import Table
 from training.errors import InputError
 
 if TYPE_CHECKING:
-    from training.dataset import PrepareStats
+    from training.data.prepare import PrepareStats
 
 _out = Console()
 
@@ -33,7 +33,7 @@ def chats(
     export: Annotated[Path, typer.Argument(help="A Telegram Desktop export (result.json).")],
 ) -> None:
     """List the chats in an export: id (Bot API form), type, name and message count."""
-    from training.export import list_chats
+    from training.data.export import list_chats
 
     found = list_chats(export)
     table = Table()
@@ -97,8 +97,8 @@ def prepare(
     ] = 0,
 ) -> None:
     """Turn Telegram exports into conversation -> response pairs (train/validation/test)."""
-    from training.dataset import PrepareOptions
-    from training.dataset import prepare as run_prepare
+    from training.data.prepare import PrepareOptions
+    from training.data.prepare import prepare as run_prepare
 
     options = PrepareOptions(
         chat=tuple(chat or ()),

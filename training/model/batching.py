@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
 
-    from training.tasks import Example
+    from training.model.tasks import Example
 
 LABEL_PAD = -100  # ignored by the cross-entropy loss
 MIN_BUCKET = 8

@@ -84,7 +84,7 @@ class RetrainSettings(BaseSettings):
     )
 
     retrain_train_command: str = Field(
-        "", description="Command that trains (default: this Python's `-m bot.cli train`)."
+        "", description="Command that trains (default: this Python's `-m training.cli train`)."
     )
     retrain_train_args: str = Field(
         "", description="Extra arguments appended to the train command (shell syntax)."
@@ -133,7 +133,7 @@ class RetrainSettings(BaseSettings):
         """The argv prefix that trains a model; ``--data/--base-model/--out`` are appended."""
         if self.retrain_train_command.strip():
             return shlex.split(self.retrain_train_command)
-        return [sys.executable, "-m", "bot.cli", "train"]
+        return [sys.executable, "-m", "training.cli", "train"]
 
     def train_extra_args(self) -> list[str]:
         """Extra ``friendbot train`` options (e.g. ``--epochs 3``), split like a shell would."""

@@ -2,7 +2,7 @@
 
 The steps, top to bottom in :func:`prepare`:
 
-1. read each export into normalized columns (``training.export``), plus ``extra_messages``;
+1. read each export into normalized columns (``training.data.export``), plus ``extra_messages``;
 2. drop duplicate (chat, message id) across files and order by chat and time;
 3. cut sessions at gaps of ``session_gap`` minutes, optionally merge bursts into turns;
 4. give each session a split (seeded hash, stable when more data arrives);
@@ -32,9 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from training.columns import as_numpy
-from training.errors import InputError
-from training.export import (
+from training.data.columns import as_numpy
+from training.data.export import (
     ChatSelector,
     ExportRead,
     NeedsChatChoice,
@@ -43,11 +42,18 @@ from training.export import (
     list_chats,
     read_export,
 )
-from training.messages import ChatMessage
-from training.normalize import SCHEMA, Rules, from_chat_messages, member_keys
+from training.data.messages import ChatMessage
+from training.data.normalize import SCHEMA, Rules, from_chat_messages, member_keys
+from training.data.pairs import PAIR_SCHEMA, build_pairs, context_starts, speaker_mask, window_lines
+from training.data.sessions import (
+    SPLITS,
+    assign_splits,
+    dedup_and_order,
+    merge_bursts,
+    session_starts,
+)
+from training.errors import InputError
 from training.output_dirs import DATASET_KIND, check_location, check_replaceable, staged
-from training.pairs import PAIR_SCHEMA, build_pairs, context_starts, speaker_mask, window_lines
-from training.sessions import SPLITS, assign_splits, dedup_and_order, merge_bursts, session_starts
 
 WINDOW = 1 << 16  # turns per pair-building window (bounded memory: ~60 MB of pairs)
 PROGRESS_MIN_BYTES = 16 << 20  # smaller inputs finish before a bar is worth drawing

@@ -38,9 +38,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from training import model_store
 from training.errors import InputError
-from training.finetune import partial_dir
+from training.model.finetune import partial_dir
+from training.model.model_dir import resolve_current
 from training.output_dirs import (
     DATASET_KIND,
     MODEL_KIND,
@@ -49,8 +49,8 @@ from training.output_dirs import (
     make_work_dir,
     remove_owned,
 )
-from training.registry import resolve_current
-from training.retrain_inputs import (
+from training.retrain import models_folder
+from training.retrain.inputs import (
     check_export,
     find_exports,
     fingerprint,
@@ -59,7 +59,7 @@ from training.retrain_inputs import (
     history_digest,
     newest_per_chat,
 )
-from training.retrain_settings import RetrainSettings
+from training.retrain.settings import RetrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class _Run:
         if self.candidate is None:
             return
         models_dir = Path(self.settings.models_dir)
-        served = {resolve_current(models_dir), model_store.resolve_previous(models_dir)}
+        served = {resolve_current(models_dir), models_folder.resolve_previous(models_dir)}
         if self.candidate.resolve() not in served:
             remove_owned(self.candidate, MODEL_KIND)
         remove_owned(partial_dir(self.candidate), PARTIAL_KIND)
@@ -268,7 +268,7 @@ def _steps(run: _Run, force: bool, lock_ok: Callable[[], bool]) -> RunOutcome:
     # 4. Prepare into scratch space, then train the candidate in a child process.
     data_dir = run.work_dir / "data"
     stats = _prepare(run, [c.path for c in good], newest_per_chat(good), excluded, data_dir)
-    candidate = models_dir / model_store.candidate_name(run.run_id, datetime.now(UTC))
+    candidate = models_dir / models_folder.candidate_name(run.run_id, datetime.now(UTC))
     run.candidate = candidate
     run.update(candidate_dir=str(candidate), previous_dir=str(current) if current else None)
     base = str(current) if settings.retrain_from == "current" and current else None
@@ -287,8 +287,8 @@ def _steps(run: _Run, force: bool, lock_ok: Callable[[], bool]) -> RunOutcome:
     if not lock_ok():
         raise RunFailed("lost the retrain lock before promotion (heartbeat too slow?)")
     decision += _maybe_export_ct2(run, candidate, current)
-    model_store.promote(models_dir, candidate)
-    removed = model_store.prune(models_dir, settings.keep_models)
+    models_folder.promote(models_dir, candidate)
+    removed = models_folder.prune(models_dir, settings.keep_models)
     if removed:
         run.report("pruned " + ", ".join(p.name for p in removed))
     return _outcome(run, "promoted", decision, candidate, candidate_metrics, current_metrics)
@@ -372,7 +372,7 @@ def _outcome(
 
 def _prepare_options(settings: RetrainSettings, excluded: list[str]) -> Any:
     """PrepareOptions from RETRAIN_PREPARE_OPTIONS, RETRAIN_CHAT and the bot's opt-outs."""
-    from training.dataset import PrepareOptions
+    from training.data.prepare import PrepareOptions
 
     overrides = dict(settings.retrain_prepare_options)
     known = {f.name for f in fields(PrepareOptions)}
@@ -400,7 +400,7 @@ def _prepare(
     data_dir: Path,
 ) -> dict[str, Any]:
     """Write the run's dataset (exports + stored history) and return its stats."""
-    from training.dataset import prepare
+    from training.data.prepare import prepare
 
     options = _prepare_options(run.settings, excluded)
     run.report(f"preparing {len(exports)} export(s) into {data_dir}")
@@ -442,7 +442,7 @@ def _train(run: _Run, data_dir: Path, base_model: str, out: Path) -> None:
     if rc != 0:
         why = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
         raise RunFailed(f"training failed ({why}); log {run.log_path}: {_last_lines(tail)}")
-    if not model_store.is_model_dir(out):
+    if not models_folder.is_model_dir(out):
         raise RunFailed(f"training exited 0 but wrote no model at {out}; log {run.log_path}")
 
 
@@ -464,7 +464,7 @@ def _evaluate(run: _Run, model_dir: Path, data_dir: Path, split: str) -> dict[st
     """Loss and perplexity of one model on the held-out split (in this process)."""
     import pyarrow.parquet as pq
 
-    from training.evaluate import evaluate_loss
+    from training.model.evaluate import evaluate_loss
 
     run.report(f"evaluating {model_dir.name} on the {split} split")
     loss = float(evaluate_loss(model_dir, data_dir, split))
@@ -509,7 +509,7 @@ def _maybe_export_ct2(run: _Run, candidate: Path, current: Path | None) -> str:
     if not wanted:
         return ""
     run.report("converting the candidate for CTranslate2")
-    argv = [sys.executable, "-m", "bot.cli", "export-ct2", str(candidate)]
+    argv = [sys.executable, "-m", "training.cli", "export-ct2", str(candidate)]
     rc, tail = run_child(argv, run.log_path, run.settings.retrain_train_timeout_s, run.echo)
     if rc != 0:
         return f" (CTranslate2 conversion failed, served with HF: {_last_lines(tail)})"
@@ -660,7 +660,7 @@ def _close_interrupted_runs(sessions: sessionmaker[Session], settings: RetrainSe
 
     models_dir = Path(settings.models_dir)
     current = resolve_current(models_dir)
-    keep = {current, model_store.resolve_previous(models_dir)}
+    keep = {current, models_folder.resolve_previous(models_dir)}
     with sessions.begin() as session:
         stale = session.scalars(select(TrainingRun).where(TrainingRun.status == "running"))
         for run in list(stale):

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from training.columns import as_numpy, int_array, string_scalar
-from training.normalize import is_member
+from training.data.columns import as_numpy, int_array, string_scalar
+from training.data.normalize import is_member
 
 # The two text columns are built as views into one buffer of lines (see module doc) and
 # written as such; parquet stores them as plain strings, and readers get ``string``.

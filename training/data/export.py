@@ -1,7 +1,7 @@
 """Read Telegram Desktop exports (single-chat and full-account files) into normalized tables.
 
-``read_export`` streams a file: :mod:`training.export_layout` cuts it into chunks of whole
-messages, :mod:`training.normalize` decodes each chunk into kept columns and skip counts,
+``read_export`` streams a file: :mod:`training.data.export_layout` cuts it into chunks of whole
+messages, :mod:`training.data.normalize` decodes each chunk into kept columns and skip counts,
 and only those columns are held, never the raw JSON. A file the fast scanner cannot cut
 (minified, re-indented) is read again through ijson, and so is one where a chunk fails to
 decode, so an odd but valid layout is never mistaken for bad JSON.
@@ -25,9 +25,8 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from training.columns import int_array
-from training.errors import InputError
-from training.export_layout import (
+from training.data.columns import int_array
+from training.data.export_layout import (
     ChatDone,
     ChatMeta,
     Chunk,
@@ -41,8 +40,9 @@ from training.export_layout import (
     scan,
     scan_streaming,
 )
-from training.messages import GROUP_TYPES, ChatMessage
-from training.normalize import SCHEMA, Extracted, Normalized, Rules, extract_chunk, to_table
+from training.data.messages import GROUP_TYPES, ChatMessage
+from training.data.normalize import SCHEMA, Extracted, Normalized, Rules, extract_chunk, to_table
+from training.errors import InputError
 
 Progress = Callable[[int], None]  # called with the number of bytes of the file read so far
 _BYTE_IN_ERROR = re.compile(r"\(byte (\d+)\)")
@@ -272,7 +272,7 @@ def extract_range(path: Path, offset: int, length: int, rules: Rules) -> Extract
 
 @contextmanager
 def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """Worker processes for decoding. They use no Arrow (see training.columns), so forking
+    """Worker processes for decoding. They use no Arrow (see training.data.columns), so forking
     is safe; fork also spares them re-importing the caller's main module."""
     if workers <= 1:
         yield None

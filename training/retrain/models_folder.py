@@ -1,8 +1,9 @@
 """The models folder as retraining manages it: promote, roll back, prune.
 
-``models/current`` (see training.registry) is the model in service; ``models/previous`` is the
-one it replaced, kept so ``friendbot rollback`` is one atomic switch away. Both are relative
-symlinks replaced with ``os.replace``, so a reader never finds a missing or half-made pointer.
+``models/current`` (see training.model.model_dir) is the model in service;
+``models/previous`` is the one it replaced, kept so ``friendbot rollback`` is one atomic switch
+away. Both are relative symlinks replaced with ``os.replace``, so a reader never finds a missing
+or half-made pointer.
 Retraining names its candidates ``retrain-<run id>-<UTC time>``; only directories with that
 name are ever pruned, so hand-trained models and task models (paraphrase, joke) are safe.
 """
@@ -15,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 
 from training.errors import InputError
+from training.model.model_dir import resolve_current, set_current
 from training.output_dirs import MODEL_KIND, remove_owned
-from training.registry import resolve_current, set_current
 
 PREVIOUS = "previous"
 CANDIDATE_PATTERN = re.compile(r"^retrain-(?P<run>\d+)-(?P<stamp>\d{8}T\d{6})$")

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from training.columns import as_numpy, int_array, string_scalar
+from training.data.columns import as_numpy, int_array, string_scalar
 
 SPLITS = ("train", "validation", "test")
 
