@@ -216,6 +216,7 @@ class _HFBackend:
 
         if threads:
             torch.set_num_threads(threads)  # process-wide: torch has no per-model setting
+        quiet_loading()
         try:
             model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
         except Exception as exc:  # any unreadable weights/config (safetensors has its own error)
@@ -356,6 +357,18 @@ class _CT2Backend:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
+
+
+def quiet_loading() -> None:
+    """Turn off transformers' progress bars (``Loading weights: 100%|...``) in this process.
+
+    A bar is for a person watching a terminal; the engine loads models in a service, where
+    each load (every /reload and hot swap too) would write carriage-return noise into the log.
+    Process-wide, as transformers' switch is.
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
 
     from bot.service import FriendBot
-    from training.retrain.settings import RetrainSettings
+    from training.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,13 @@ MENU = [
 
 def install(application: Application) -> None:
     """Wire the watcher, /retrain, /runs and (RETRAIN_IN_BOT) the schedule into the bot."""
-    from training.retrain.settings import load_settings
-
     service: FriendBot = application.bot_data[SERVICE_KEY]
-    hooks = RetrainHooks(application, service, load_settings())
+    bot_settings = service.settings  # the process's one settings object, retraining included
+    hooks = RetrainHooks(application, service, bot_settings)
     application.bot_data[HOOKS_KEY] = hooks
 
-    bot_settings = service.settings
-    promoted_to = Path(hooks.settings.models_dir) / "current"
+    # Both set and different is refused by the settings; this is MODEL_DIR alone elsewhere.
+    promoted_to = Path(bot_settings.models_dir) / "current"
     if Path(bot_settings.model_dir).absolute() != promoted_to.absolute():
         log.warning(
             "MODEL_DIR=%s is not MODELS_DIR/current (%s): promoted models will not be served "
@@ -91,6 +90,9 @@ def install(application: Application) -> None:
     interval = hooks.settings.retrain_watch_interval_s
     if application.job_queue is None:
         raise RuntimeError("retraining hooks need PTB's JobQueue (APScheduler installed)")
+    # APScheduler logs two INFO lines per job run: every 5 s that is ~35,000 lines a day of
+    # "Running job watch". Its warnings (a missed or failed run) still reach the log.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     application.job_queue.run_repeating(watch, interval=interval, first=interval, name=WATCH_JOB)
     if hooks.settings.retrain_in_bot:
         application.job_queue.run_once(start_schedule, when=0, name="retrain-schedule")
@@ -114,7 +116,7 @@ class RetrainHooks:
     """The bot's retraining state: what it told admins, runs it started, the scheduler."""
 
     def __init__(
-        self, application: Application, service: FriendBot, settings: RetrainSettings
+        self, application: Application, service: FriendBot, settings: TrainingSettings
     ) -> None:
         self.application = application
         self.service = service

@@ -1,4 +1,8 @@
-"""The bot's settings: environment variables (or a ``.env`` file), validated once at start.
+"""The bot's settings: the shared ones (training/settings.py) plus the bot's own sections.
+
+One object per process: ``Settings`` extends ``training.settings.TrainingSettings``, so the bot
+and the retraining it runs or watches read one ``DATABASE_URL``, one ``MODELS_DIR`` and one
+``MODEL_DIR`` from one ``.env``, through one loader (``training.settings.load``).
 
 Every knob has a safe default, so a bot needs only ``TELEGRAM_BOT_TOKEN`` and
 ``ALLOWED_CHAT_IDS`` to join a group; the local terminal chat needs nothing at all. The token is
@@ -9,31 +13,21 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
-from training.errors import InputError
+from training.settings import ENV_FILE, SETTINGS_CONFIG, TrainingSettings, load
 
 TELEGRAM_API = "https://api.telegram.org/bot"
-DEFAULT_DATABASE_URL = "sqlite:///data/friendbot.db"  # = storage.db.DEFAULT_DATABASE_URL
 
 IdSet = Annotated[frozenset[int], NoDecode]
 
 
-class Settings(BaseSettings):
-    """Everything the bot reads from the environment; field names are the variable names."""
+class TelegramSection(BaseModel):
+    """Who the bot is, where the Bot API is, which chats and users it listens to."""
 
-    model_config = SettingsConfigDict(
-        env_file=".env",
-        env_file_encoding="utf-8",
-        env_ignore_empty=True,  # `PARAPHRASE_MODEL=` in .env means "the default"
-        extra="ignore",  # .env is shared with the training and retraining settings
-        case_sensitive=False,
-        frozen=True,
-    )
-
-    # Telegram
     telegram_bot_token: SecretStr | None = Field(
         None, description="Token from @BotFather. Unset: `friendbot demo` runs the local chat."
     )
@@ -47,7 +41,9 @@ class Settings(BaseSettings):
         "every other chat is ignored entirely.",
     )
     admin_user_ids: IdSet = Field(
-        frozenset(), description="Telegram user ids allowed /reload /stats /forget /mute /unmute."
+        frozenset(),
+        description="Telegram user ids allowed /reload /stats /forget /mute /unmute "
+        "/retrain /runs.",
     )
     webhook_url: str | None = Field(
         None, description="Public HTTPS URL for webhook mode; unset: long polling."
@@ -58,8 +54,49 @@ class Settings(BaseSettings):
         None, description="Secret Telegram sends with each webhook call (recommended)."
     )
 
-    # Storage
-    database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL.")
+    @field_validator("allowed_chat_ids", "admin_user_ids", mode="before")
+    @classmethod
+    def _parse_ids(cls, value: Any) -> Any:
+        """Accept `-100123,-100456` or space-separated ids as well as a JSON list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part for part in text.replace(",", " ").split() if part]
+        if isinstance(value, int):
+            return [value]
+        return value
+
+    @field_validator("telegram_api_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        """python-telegram-bot appends the token to this URL as it is: without the final
+        ``/bot`` the token lands in the port or the host and the start fails deep inside httpx
+        (``Invalid port: '45999<token>'``). The value itself is never quoted: a token pasted
+        into it must not reach the message."""
+        expected = "must look like https://api.telegram.org/bot or http://HOST:PORT/bot"
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError(f"the port is not a number; {expected}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http:// or https:// URL; {expected}")
+        if not parts.path.endswith("/bot") or parts.query or parts.fragment:
+            raise ValueError(f"must end with /bot (the token is appended to it); {expected}")
+        return value
+
+    @property
+    def token(self) -> str | None:
+        """The bot token in clear, for the one place that needs it (building the Bot)."""
+        return self.telegram_bot_token.get_secret_value() if self.telegram_bot_token else None
+
+
+class HistorySection(BaseModel):
+    """How much stored history the model sees, and how long it is kept."""
+
     history_size: int = Field(
         10, ge=1, le=200, description="Recent messages of a chat given to the model as context."
     )
@@ -70,7 +107,10 @@ class Settings(BaseSettings):
         None, ge=1, description="Keep at most this many stored messages per chat (unset: all)."
     )
 
-    # Reply policy
+
+class ReplySection(BaseModel):
+    """When the bot speaks unprompted."""
+
     reply_probability: float = Field(
         0.05, ge=0.0, le=1.0, description="Chance of an unprompted reply to a message."
     )
@@ -78,10 +118,10 @@ class Settings(BaseSettings):
         120.0, ge=0.0, description="Seconds between two unprompted replies in one chat."
     )
 
-    # Models and generation
-    model_dir: Path = Field(
-        Path("models/current"), description="Chat model directory (resolved again on reload)."
-    )
+
+class GenerationSection(BaseModel):
+    """The task models and how replies are generated (the chat model is MODEL_DIR)."""
+
     paraphrase_model: Path | None = Field(
         None,
         description="Model for /paraphrase (unset: the base FLAN-T5 when available offline, "
@@ -116,45 +156,17 @@ class Settings(BaseSettings):
         300, ge=10, le=4000, description="Longest text accepted by /paraphrase, /joke and /as."
     )
 
-    @field_validator("allowed_chat_ids", "admin_user_ids", mode="before")
-    @classmethod
-    def _parse_ids(cls, value: Any) -> Any:
-        """Accept `-100123,-100456` or space-separated ids as well as a JSON list."""
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                import json
 
-                return json.loads(text)
-            return [part for part in text.replace(",", " ").split() if part]
-        if isinstance(value, int):
-            return [value]
-        return value
+class Settings(TelegramSection, HistorySection, ReplySection, GenerationSection, TrainingSettings):
+    """Everything the bot process reads: the bot's sections plus storage, models, retraining."""
 
-    @field_validator("telegram_api_base_url")
-    @classmethod
-    def _check_base_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
-
-    @property
-    def token(self) -> str | None:
-        """The bot token in clear, for the one place that needs it (building the Bot)."""
-        return self.telegram_bot_token.get_secret_value() if self.telegram_bot_token else None
+    model_config = SETTINGS_CONFIG
 
 
-def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Settings:
-    """Read settings from the environment (and ``env_file``), or one clear InputError.
+def load_settings(env_file: Path | str | None = ENV_FILE, **overrides: Any) -> Settings:
+    """The bot's settings from the environment (and ``env_file``), or one clear InputError.
 
     A bad value names the variable (``REPLY_PROBABILITY: Input should be less than or equal
     to 1``) and never echoes a secret's value.
     """
-    try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            name = ".".join(str(p) for p in error["loc"]).upper() or "settings"
-            problems.append(f"{name}: {error['msg']}")
-        raise InputError("; ".join(problems)) from None
+    return load(Settings, env_file, **overrides)

@@ -31,7 +31,7 @@ from tests.training.retrain_fixtures import (
 from training.model.model_dir import resolve_current, set_current
 from training.retrain import models_folder
 from training.retrain.pipeline import LOCK_NAME, RunOutcome, retrain
-from training.retrain.settings import RetrainSettings
+from training.settings import TrainingSettings
 
 CHAT_ID = -1_001_712_345_678  # Bot API form of export_dict's chat
 
@@ -39,7 +39,7 @@ CHAT_ID = -1_001_712_345_678  # Bot API form of export_dict's chat
 @dataclass
 class Workspace:
     root: Path
-    settings: RetrainSettings
+    settings: TrainingSettings
 
     @property
     def exports(self) -> Path:
@@ -81,7 +81,7 @@ def make_workspace(root: Path, **settings: object) -> Workspace:
     }
     values.update(settings)
     (root / "exports").mkdir(parents=True, exist_ok=True)
-    return Workspace(root, RetrainSettings(_env_file=None, **values))
+    return Workspace(root, TrainingSettings(_env_file=None, **values))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from training.errors import InputError
 from training.retrain.scheduler import JOB_ID, make_trigger, next_run_time, start_scheduler
-from training.retrain.settings import RetrainSettings
+from training.settings import TrainingSettings
 
 FIRES_ENV = "FRIENDBOT_TEST_FIRES"
 RECORD = "tests.training.test_scheduler:record_fire"
@@ -40,8 +40,8 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> RetrainSettings:
-    return RetrainSettings(
+def settings(tmp_path: Path) -> TrainingSettings:
+    return TrainingSettings(
         _env_file=None,
         database_url=f"sqlite:///{tmp_path / 'friendbot.db'}",
         retrain_cron="0 4 * * *",
@@ -66,7 +66,7 @@ def schedulers() -> Iterator[list]:
             scheduler.shutdown(wait=False)
 
 
-def test_cron_is_read_in_its_time_zone(settings: RetrainSettings) -> None:
+def test_cron_is_read_in_its_time_zone(settings: TrainingSettings) -> None:
     trigger = make_trigger(settings)
     # fake clock: 03:30 local on a summer day -> 04:00 the same day, Berlin time (UTC+2)
     now = datetime(2024, 7, 1, 1, 30, tzinfo=UTC)
@@ -77,13 +77,13 @@ def test_cron_is_read_in_its_time_zone(settings: RetrainSettings) -> None:
     assert fire.astimezone(UTC) == datetime(2024, 1, 11, 3, 0, tzinfo=UTC)
 
 
-def test_a_bad_cron_expression_is_one_clear_error(settings: RetrainSettings) -> None:
+def test_a_bad_cron_expression_is_one_clear_error(settings: TrainingSettings) -> None:
     with pytest.raises(InputError, match="RETRAIN_CRON"):
         make_trigger(settings.model_copy(update={"retrain_cron": "61 4 * * *"}))
 
 
 def test_a_job_fires_on_a_short_schedule(
-    settings: RetrainSettings, fire_log: Path, schedulers: list
+    settings: TrainingSettings, fire_log: Path, schedulers: list
 ) -> None:
     start = datetime.now(UTC).replace(microsecond=0)
     trigger = IntervalTrigger(seconds=1, start_date=start)
@@ -97,7 +97,7 @@ def test_a_job_fires_on_a_short_schedule(
 
 
 def test_the_job_survives_a_restart_and_a_missed_run_fires_once(
-    settings: RetrainSettings, fire_log: Path, schedulers: list
+    settings: TrainingSettings, fire_log: Path, schedulers: list
 ) -> None:
     first = start_scheduler(settings, func=RECORD)
     schedulers.append(first)
@@ -124,7 +124,7 @@ def test_the_job_survives_a_restart_and_a_missed_run_fires_once(
 
 
 def test_a_changed_schedule_replaces_the_stored_job(
-    settings: RetrainSettings, fire_log: Path, schedulers: list
+    settings: TrainingSettings, fire_log: Path, schedulers: list
 ) -> None:
     first = start_scheduler(settings, func=RECORD)
     schedulers.append(first)
@@ -145,7 +145,7 @@ def test_a_changed_schedule_replaces_the_stored_job(
 def retrain_in_process() -> None:
     """A job that runs retraining in the scheduler's own process (settings from the env)."""
     from training.retrain.pipeline import retrain
-    from training.retrain.settings import load_settings
+    from training.settings import load_settings
 
     retrain(load_settings(env_file=None), trigger="schedule")
 
@@ -178,7 +178,7 @@ def training_intervals(log: Path) -> list[tuple[float, float]]:
 def test_two_schedulers_on_one_database_never_train_at_once(
     retrain_env: Path, schedulers: list
 ) -> None:
-    from training.retrain.settings import load_settings
+    from training.settings import load_settings
 
     settings = load_settings(env_file=None)
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
@@ -206,7 +206,7 @@ def test_two_schedulers_on_one_database_never_train_at_once(
     assert {r.status for r in runs} <= {"skipped", "failed"}
 
 
-def all_runs(settings: RetrainSettings) -> list:
+def all_runs(settings: TrainingSettings) -> list:
     from storage.db import make_engine, session_factory
     from storage.runs import recent_runs
 
@@ -218,7 +218,7 @@ def all_runs(settings: RetrainSettings) -> list:
         engine.dispose()
 
 
-def busy_runs(settings: RetrainSettings) -> list:
+def busy_runs(settings: TrainingSettings) -> list:
     """Runs that found another one holding the retrain lock."""
     try:
         runs = all_runs(settings)

@@ -59,7 +59,7 @@ def retrain(
     served model is then unchanged and `friendbot runs` says why).
     """
     from training.retrain.pipeline import retrain as run_retrain
-    from training.retrain.settings import load_settings
+    from training.settings import load_settings
 
     if trigger not in ("cli", "manual", "schedule"):
         raise typer.BadParameter("must be cli, manual or schedule", param_hint="--trigger")
@@ -114,7 +114,7 @@ def runs(
     from training.errors import InputError
     from training.model.model_dir import resolve_current
     from training.retrain.models_folder import resolve_previous
-    from training.retrain.settings import load_settings
+    from training.settings import load_settings
 
     settings = load_settings()
     engine = make_engine(settings.database_url)
@@ -203,7 +203,7 @@ def rollback(
     from training.errors import InputError
     from training.retrain.models_folder import rollback as do_rollback
     from training.retrain.pipeline import LOCK_NAME
-    from training.retrain.settings import load_settings
+    from training.settings import load_settings
 
     settings = load_settings()
     engine = make_engine(settings.database_url)
@@ -234,7 +234,7 @@ def schedule(
     RETRAIN_IN_BOT=true to run the same schedule inside the bot.
     """
     from training.retrain.scheduler import make_trigger, serve, stored_next_run
-    from training.retrain.settings import load_settings
+    from training.settings import load_settings
 
     settings = load_settings()
     if show:

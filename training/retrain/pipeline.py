@@ -59,7 +59,7 @@ from training.retrain.inputs import (
     history_digest,
     newest_per_chat,
 )
-from training.retrain.settings import RetrainSettings
+from training.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class RunOutcome:
 class _Run:
     """State one run carries from step to step."""
 
-    settings: RetrainSettings
+    settings: TrainingSettings
     sessions: sessionmaker[Session]
     run_id: int
     report: Report
@@ -142,7 +142,7 @@ def run_record(run: Any) -> dict[str, Any]:
 
 
 def retrain(
-    settings: RetrainSettings,
+    settings: TrainingSettings,
     *,
     trigger: str = "cli",
     force: bool = False,
@@ -176,7 +176,7 @@ def retrain(
 
 
 def _locked_run(
-    settings: RetrainSettings,
+    settings: TrainingSettings,
     sessions: sessionmaker[Session],
     trigger: str,
     force: bool,
@@ -312,7 +312,7 @@ def _history_digest(run: _Run) -> tuple[str, int]:
     return digest, count
 
 
-def _fingerprint_options(settings: RetrainSettings, excluded: list[str]) -> dict[str, Any]:
+def _fingerprint_options(settings: TrainingSettings, excluded: list[str]) -> dict[str, Any]:
     """The settings that change what a run trains or how it judges (not when or where)."""
     return {
         "retrain_from": settings.retrain_from,
@@ -370,7 +370,7 @@ def _outcome(
     )
 
 
-def _prepare_options(settings: RetrainSettings, excluded: list[str]) -> Any:
+def _prepare_options(settings: TrainingSettings, excluded: list[str]) -> Any:
     """PrepareOptions from RETRAIN_PREPARE_OPTIONS, RETRAIN_CHAT and the bot's opt-outs."""
     from training.data.prepare import PrepareOptions
 
@@ -649,7 +649,7 @@ def _record_busy(sessions: sessionmaker[Session], trigger: str) -> RunOutcome:
     return RunOutcome(run_id, "skipped", decision)
 
 
-def _close_interrupted_runs(sessions: sessionmaker[Session], settings: RetrainSettings) -> None:
+def _close_interrupted_runs(sessions: sessionmaker[Session], settings: TrainingSettings) -> None:
     """Runs left ``running`` by a crashed holder: record what became of them.
 
     Called with the lock held, so no such run can still be alive. If its candidate did get

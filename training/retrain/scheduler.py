@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from training.errors import InputError
-from training.retrain.settings import RetrainSettings
+from training.settings import TrainingSettings
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -82,7 +82,7 @@ def stop_children(timeout_s: float = 30.0) -> None:
             proc.kill()
 
 
-def make_trigger(settings: RetrainSettings) -> BaseTrigger:
+def make_trigger(settings: TrainingSettings) -> BaseTrigger:
     """``RETRAIN_CRON`` in ``RETRAIN_TIMEZONE``; a bad expression is one clear error."""
     from apscheduler.triggers.cron import CronTrigger
 
@@ -113,7 +113,7 @@ def _scheduler_class() -> type[BackgroundScheduler]:
     return RetrainScheduler
 
 
-def build_scheduler(settings: RetrainSettings) -> BackgroundScheduler:
+def build_scheduler(settings: TrainingSettings) -> BackgroundScheduler:
     """A background scheduler whose jobs live in the project's database.
 
     One worker thread and ``max_instances=1``: within one scheduler a run never overlaps
@@ -147,7 +147,7 @@ def _same_job(job: Any, func_ref: str, trigger: BaseTrigger, grace: int | None) 
 
 
 def start_scheduler(
-    settings: RetrainSettings,
+    settings: TrainingSettings,
     *,
     trigger: BaseTrigger | None = None,
     func: str | Callable[..., Any] = "training.retrain.scheduler:scheduled_retrain",
@@ -192,7 +192,7 @@ def next_run_time(scheduler: BackgroundScheduler) -> Any:
     return job.next_run_time if job else None
 
 
-def stored_next_run(settings: RetrainSettings) -> Any:
+def stored_next_run(settings: TrainingSettings) -> Any:
     """The next run time kept in the job store (None before the first ``schedule``)."""
     scheduler = build_scheduler(settings)
     scheduler.start(paused=True)
@@ -209,7 +209,7 @@ def stop_scheduler(scheduler: BackgroundScheduler, timeout_s: float = 30.0) -> N
     scheduler.shutdown(wait=True)
 
 
-def serve(settings: RetrainSettings, report: Callable[[str], None] = log.info) -> None:
+def serve(settings: TrainingSettings, report: Callable[[str], None] = log.info) -> None:
     """``friendbot schedule``: run the schedule in the foreground until SIGINT or SIGTERM."""
     stop = threading.Event()
 
