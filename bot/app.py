@@ -61,6 +61,7 @@ MENU = [
     BotCommand("forget", "Admins: delete this chat's history"),
     BotCommand("mute", "Admins: stop replying here"),
     BotCommand("unmute", "Admins: reply here again"),
+    BotCommand("doctor", "Admins: check the setup"),
 ]
 
 
@@ -125,6 +126,12 @@ def add_handlers(application: Application, settings: Settings) -> None:
     ]
     for name, callback, block in command:
         application.add_handler(CommandHandler(name, callback, filters=allowed, block=block))
+    # /doctor also in an admin's private chat: where to ask when the bot seems deaf in the group
+    admin_private = filters.ChatType.PRIVATE & filters.User(user_id=settings.admin_user_ids)
+    doctor_where = (allowed | admin_private) & filters.UpdateType.MESSAGE
+    application.add_handler(
+        CommandHandler("doctor", handlers.doctor, filters=doctor_where, block=False)
+    )
     text = allowed & filters.TEXT & ~filters.COMMAND
     application.add_handler(MessageHandler(text, handlers.message))
     elsewhere = ~filters.Chat(chat_id=settings.allowed_chat_ids)

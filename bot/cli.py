@@ -12,12 +12,13 @@ from training.cli import register as register_training
 
 def main(argv: list[str] | None = None) -> None:
     """Run ``friendbot``; errors are one line and exit status 2 (see training.cli.run)."""
-    from bot import cli_bot, cli_demo
+    from bot import cli_bot, cli_demo, cli_doctor
 
     app = new_app()
     cli_demo.register(app)  # the README's main job first
     register_training(app)
     cli_bot.register(app)
+    cli_doctor.register(app)
     run(app, argv)
 
 

@@ -8,6 +8,7 @@ stored and other commands keep being answered while a model works.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 from collections.abc import Coroutine
@@ -45,7 +46,7 @@ HELP = "\n".join(  # Telegram shows every newline: one line per thought
         "/help: this message",
         "",
         "Admins: /reload (load the newest model), /stats, /forget (delete this chat's "
-        "history), /mute, /unmute",
+        "history), /mute, /unmute, /doctor (check the setup)",
     ]
 )
 
@@ -258,6 +259,20 @@ async def unmute(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     await service_of(context).set_muted(update.effective_chat.id, False)
     await update.effective_message.reply_text("Unmuted: I'm back.")
+
+
+async def doctor(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Check the setup, as `friendbot doctor` does, and answer with the report (admins).
+
+    The checks call the Bot API and read the disk, so they run in a worker thread.
+    """
+    if not await _admin(update, context, "doctor"):
+        return
+    from bot import doctor as checkup
+
+    settings = service_of(context).settings
+    checks = await asyncio.to_thread(checkup.diagnose, settings)
+    await update.effective_message.reply_text(checkup.as_text(checks))
 
 
 # --- chats that are not allowed, and errors --------------------------------------------------

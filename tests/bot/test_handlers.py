@@ -113,7 +113,7 @@ def test_every_command_is_wired_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
     core = application.handlers[0]
     commands = [c for h in core if isinstance(h, CommandHandler) for c in h.commands]
     expected = {"start", "help", "paraphrase", "joke", "as", "optout", "optin"}
-    expected |= {"reload", "stats", "forget", "mute", "unmute"}
+    expected |= {"reload", "stats", "forget", "mute", "unmute", "doctor"}
     assert sorted(commands) == sorted(expected)
     assert {c.command for c in MENU} <= set(commands)
     assert sum(isinstance(h, MessageHandler) for h in core) == 2

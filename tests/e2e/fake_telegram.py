@@ -27,6 +27,46 @@ STRING_FIELDS = frozenset(
 _TAG = re.compile(r"<[^>]+>")
 
 
+ADMIN_RIGHTS = (
+    "can_manage_chat",
+    "can_delete_messages",
+    "can_manage_video_chats",
+    "can_restrict_members",
+    "can_promote_members",
+    "can_change_info",
+    "can_invite_users",
+    "can_post_stories",
+    "can_edit_stories",
+    "can_delete_stories",
+)
+RESTRICTED_RIGHTS = (
+    "can_send_messages",
+    "can_send_audios",
+    "can_send_documents",
+    "can_send_photos",
+    "can_send_videos",
+    "can_send_video_notes",
+    "can_send_voice_notes",
+    "can_send_polls",
+    "can_send_other_messages",
+    "can_add_web_page_previews",
+    "can_change_info",
+    "can_invite_users",
+    "can_pin_messages",
+    "can_manage_topics",
+    "can_edit_tag",
+    "can_react_to_messages",
+)
+
+
+class ApiError(Exception):
+    """Raised by a fake API method: answered as a Bot API error (``ok: false``)."""
+
+    def __init__(self, code: int, description: str) -> None:
+        super().__init__(description)
+        self.code, self.description = code, description
+
+
 @dataclass(frozen=True)
 class Call:
     """One Bot API request the bot made."""
@@ -80,6 +120,9 @@ class FakeTelegram:
         self.bot = FakeUser(bot_id, "Friendbot", bot_username, is_bot=True)
         self.calls: list[Call] = []
         self.commands: list[dict[str, Any]] = []
+        self.can_read_all_group_messages = True  # getMe's field; False is privacy mode
+        self._chats: dict[int, FakeChat] = {}  # what getChat and getChatMember know
+        self._members: dict[tuple[int, int], str] = {}  # (chat id, user id) -> status
         self._updates: list[dict[str, Any]] = []
         self._next_update_id = 1
         self._next_message_id: dict[int, int] = {}
@@ -210,13 +253,16 @@ class FakeTelegram:
         api = _API.get(method)
         if api is None:
             return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
-        return 200, {"ok": True, "result": api(self, params)}
+        try:
+            return 200, {"ok": True, "result": api(self, params)}
+        except ApiError as exc:
+            return exc.code, {"ok": False, "error_code": exc.code, "description": exc.description}
 
     def _get_me(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
             **self.bot.to_dict(),
             "can_join_groups": True,
-            "can_read_all_group_messages": True,
+            "can_read_all_group_messages": self.can_read_all_group_messages,
             "supports_inline_queries": False,
         }
 
@@ -257,6 +303,62 @@ class FakeTelegram:
         with self._cond:
             return list(self.commands)
 
+    # --- chats and members (getChat, getChatMember) -----------------------------------------
+
+    def add_chat(self, chat: FakeChat, *, bot_status: str = "member") -> None:
+        """Make ``chat`` known to getChat, with the bot in it as ``bot_status`` (member,
+        administrator, creator, restricted, left or kicked; unused for private chats)."""
+        with self._cond:
+            self._chats[chat.id] = chat
+            self._members[(chat.id, self.bot.id)] = bot_status
+
+    def _get_chat(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = int(params["chat_id"])
+        with self._cond:
+            chat = self._chats.get(chat_id)
+            status = self._members.get((chat_id, self.bot.id))
+        if chat is None or (chat.type != "private" and status == "left"):
+            raise ApiError(400, "Bad Request: chat not found")
+        if chat.type != "private" and status == "kicked":
+            raise ApiError(403, f"Forbidden: bot was kicked from the {chat.type} chat")
+        data = chat.to_dict()
+        if chat.type == "private":
+            data["first_name"] = chat.title or "Someone"
+            data.pop("title", None)
+        return {
+            **data,
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": {
+                "unlimited_gifts": False,
+                "limited_gifts": False,
+                "unique_gifts": False,
+                "premium_subscription": False,
+                "gifts_from_channels": False,
+            },
+        }
+
+    def _get_chat_member(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id, user_id = int(params["chat_id"]), int(params["user_id"])
+        with self._cond:
+            if chat_id not in self._chats:
+                raise ApiError(400, "Bad Request: chat not found")
+            status = self._members.get((chat_id, user_id), "left")
+        user = self.bot.to_dict() if user_id == self.bot.id else {"id": user_id, "is_bot": False}
+        user.setdefault("first_name", "Someone")
+        member: dict[str, Any] = {"status": status, "user": user}
+        if status == "creator":
+            member["is_anonymous"] = False
+        elif status == "administrator":
+            member |= {name: True for name in ADMIN_RIGHTS}
+            member |= {"can_be_edited": False, "is_anonymous": False}
+        elif status == "restricted":
+            member |= {name: False for name in RESTRICTED_RIGHTS}
+            member |= {"is_member": True, "until_date": 0}
+        elif status == "kicked":
+            member["until_date"] = 0
+        return member
+
     def _message_id(self, chat_id: int) -> int:
         with self._cond:
             next_id = self._next_message_id.get(chat_id, 1)
@@ -271,6 +373,8 @@ _API: dict[str, Any] = {
     "sendChatAction": lambda self, params: True,
     "setMyCommands": FakeTelegram._set_my_commands,
     "getMyCommands": FakeTelegram._get_my_commands,
+    "getChat": FakeTelegram._get_chat,
+    "getChatMember": FakeTelegram._get_chat_member,
     "deleteMyCommands": lambda self, params: True,
     "deleteWebhook": lambda self, params: True,
     "setWebhook": lambda self, params: True,
