@@ -30,9 +30,9 @@ from training.errors import InputError, first_line
 
 if TYPE_CHECKING:
     from telegram import Bot, User
+    from training.retrain.settings import RetrainSettings
 
     from bot.settings import Settings
-    from training.retrain.settings import RetrainSettings
 
 TELEGRAM_TIMEOUT_S = 10.0
 """Per Bot API call: a doctor that hangs on a dead network is no help."""
@@ -90,8 +90,9 @@ def diagnose(settings: Settings | None = None, env_file: Path | str | None = ".e
     Blocking (network and disk): the bot calls it in a worker thread. ``settings`` defaults to
     the environment and ``env_file``, as ``friendbot run`` reads them.
     """
-    from bot.settings import load_settings as load_bot_settings
     from training.retrain.settings import load_settings as load_retrain_settings
+
+    from bot.settings import load_settings as load_bot_settings
 
     checks = [check_user()]
     if settings is None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from training.retrain.settings import RetrainSettings
 
 from bot import doctor
 from bot.cli import main
@@ -23,7 +24,6 @@ from bot.settings import Settings
 from storage.db import make_engine, upgrade
 from tests.e2e.fake_telegram import FakeChat, FakeTelegram
 from training.model.model_dir import set_current
-from training.retrain.settings import RetrainSettings
 
 GROUP = FakeChat(-1001234567890, "Climbing friends")
 OTHER = FakeChat(-1005555555555, "Board games")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
+from training.retrain.settings import RetrainSettings
 
 from bot.cli import main
 from storage.db import DEFAULT_DATABASE_URL
-from training.retrain.settings import RetrainSettings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PREFIX = "/opt/friendbot"  # code and virtual environment (docs/deploy.md)

@@ -13,7 +13,13 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
 from training.errors import InputError
-from training.retrain.scheduler import JOB_ID, make_trigger, next_run_time, start_scheduler
+from training.retrain.scheduler import (
+    JOB_ID,
+    cron_weekdays,
+    make_trigger,
+    next_run_time,
+    start_scheduler,
+)
 from training.settings import TrainingSettings
 
 FIRES_ENV = "FRIENDBOT_TEST_FIRES"
@@ -240,3 +246,39 @@ def test_the_scheduled_job_runs_retrain_in_a_child_process(retrain_env: Path) ->
     assert (run.trigger, run.status) == ("schedule", "failed")
     assert run.finished_at is not None
     assert "exit status 1" in run.error
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("1", "mon"),
+        ("0", "sun"),
+        ("7", "sun"),
+        ("1-5", "mon,tue,wed,thu,fri"),
+        ("0,6", "sun,sat"),
+        ("*/2", "sun,tue,thu,sat"),
+        ("mon-wed", "mon,tue,wed"),
+        ("5-7", "sun,fri,sat"),
+        ("*", "*"),
+    ],
+)
+def test_cron_weekdays_mean_what_standard_cron_means(field: str, expected: str) -> None:
+    assert cron_weekdays(field) == expected
+
+
+def test_monday_cron_fires_on_a_monday(tmp_path: Path) -> None:
+    """APScheduler alone counts 0 as Monday: ``30 3 * * 1`` would have fired on Tuesdays."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    settings = TrainingSettings(retrain_cron="30 3 * * 1", retrain_timezone="UTC")
+    trigger = make_trigger(settings)
+    sunday = datetime(2026, 11, 29, 12, 0, tzinfo=ZoneInfo("UTC"))
+    fire = trigger.get_next_fire_time(None, sunday)
+    assert fire is not None and fire.strftime("%A %H:%M") == "Monday 03:30"
+
+
+@pytest.mark.parametrize("cron", ["30 3 * * 8", "30 3 * * 5-1", "x 3 * * 1", "30 3 * * 1/0"])
+def test_bad_cron_is_one_line_naming_the_setting(cron: str) -> None:
+    with pytest.raises(InputError, match="RETRAIN_CRON"):
+        make_trigger(TrainingSettings(retrain_cron=cron, retrain_timezone="UTC"))

@@ -87,9 +87,58 @@ def make_trigger(settings: TrainingSettings) -> BaseTrigger:
     from apscheduler.triggers.cron import CronTrigger
 
     try:
-        return CronTrigger.from_crontab(settings.retrain_cron, timezone=settings.timezone())
+        fields = settings.retrain_cron.split()
+        if len(fields) != 5:
+            raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
+        minute, hour, day, month, weekday = fields
+        return CronTrigger(
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=cron_weekdays(weekday),
+            timezone=settings.timezone(),
+        )
     except ValueError as exc:
         raise InputError(f"RETRAIN_CRON: {settings.retrain_cron!r}: {exc}") from exc
+
+
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def cron_weekdays(field: str) -> str:
+    """Standard cron's weekday field (0 or 7 = Sunday) in APScheduler's words.
+
+    APScheduler 3 numbers weekdays from Monday = 0, and ``CronTrigger.from_crontab`` passes
+    the numbers through unchanged, so ``30 3 * * 1`` would run on Tuesdays. Spelling the days
+    out as names ("mon,wed") means the same to both.
+    """
+    if field in ("*", "?"):
+        return "*"
+    days: set[int] = set()
+    for part in field.lower().split(","):
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"weekday step {step_text!r} must be at least 1")
+        if span == "*":
+            first, last = 0, 6
+        else:
+            low, _, high = span.partition("-")
+            first = _weekday_number(low)
+            last = _weekday_number(high) if high else (6 if step_text else first)
+        if last < first:
+            raise ValueError(f"weekday range {span!r} runs backwards")
+        days.update(d % 7 for d in range(first, last + 1, step))
+    return ",".join(_WEEKDAYS[d] for d in sorted(days))
+
+
+def _weekday_number(text: str) -> int:
+    if text[:3] in _WEEKDAYS:
+        return _WEEKDAYS.index(text[:3])
+    if text.isdigit() and int(text) <= 7:
+        return int(text)
+    raise ValueError(f"weekday {text!r} is not 0-7 or a day name")
 
 
 def _scheduler_class() -> type[BackgroundScheduler]:
