@@ -78,7 +78,8 @@ def ensure_model(export: Path, data: Path, model_dir: Path, *, fresh: bool = Fal
     ensure_dataset(export, data, fresh=fresh)
     target = model_dir.parent / DEMO_MODEL
     typer.echo(f"Training the offline tiny model on {data} into {target} (a few CPU minutes)...")
-    from training.model.finetune import TrainConfig, train
+    from training.model.config import TrainConfig
+    from training.model.finetune import train
 
     train(TrainConfig(data=data, out=target, base_model="tiny", overwrite=True))
     set_current(model_dir.parent, target)
@@ -87,7 +88,8 @@ def ensure_model(export: Path, data: Path, model_dir: Path, *, fresh: bool = Fal
 
 def ensure_dataset(export: Path, data: Path, *, fresh: bool = False) -> None:
     """Run ``prepare`` on ``export`` unless ``data`` already holds a dataset made from it."""
-    from training.data.prepare import PrepareOptions, prepare
+    from training.data.options import PrepareOptions
+    from training.data.prepare import prepare
 
     stats = data / "stats.json"
     if stats.exists() and not fresh and stats.stat().st_mtime >= export.stat().st_mtime:

@@ -6,7 +6,8 @@ directory and its CTranslate2 conversion: ``train``, ``evaluate``, ``export-ct2`
 ``retrain/`` (the retraining pipeline, its inputs, settings and schedule: ``retrain``, ``runs``,
 ``rollback``, ``schedule``), and the pieces both training and the bot share: the text format
 (``formatting``), user-fixable errors (``errors``), output directories (``output_dirs``), the
-settings every process reads (``settings``: the bot's extend them) and the CLI core (``cli``).
+settings every process reads (``settings``: the bot's extend them), the CLI core (``cli``) and
+the options a config dataclass declares (``config_cli``).
 
 Must not import ``bot`` (by ``import`` or by launching ``python -m bot...``): training runs on
 a machine without Telegram code. May import ``storage``.

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 from pathlib import Path
 
 import pytest
+from typer.main import get_command
 
-from training.cli import main
+from training.cli import main, new_app
+from training.data import cli as data_cli
+from training.data.options import PrepareOptions
 
 EXPORTS = Path(__file__).parent / "fixtures" / "exports"
 SAMPLE = Path(__file__).parents[2] / "examples" / "sample_chat" / "result.json"
@@ -38,6 +42,21 @@ def test_chats_lists_id_type_name_and_count() -> None:
     for expected in ("-1001555000111", "public_supergroup", "Climbing Club", "Board Games"):
         assert expected in out
     assert "5 chat(s)" in out
+
+
+def test_prepare_options_are_the_fields_of_prepare_options() -> None:
+    """Each option is declared once, as a PrepareOptions field; old spellings all remain."""
+    app = new_app()
+    data_cli.register(app)
+    params = {p.name: p for p in get_command(app).commands["prepare"].params}  # type: ignore[attr-defined]
+    cli_fields = [f for f in dataclasses.fields(PrepareOptions) if f.metadata.get("cli", True)]
+    assert set(params) == {"exports", "out"} | {f.name for f in cli_fields}
+    for f in cli_fields:
+        assert params[f.name].help == f.metadata["help"], f.name
+    spellings = {o for p in params.values() for o in (*p.opts, *p.secondary_opts)}
+    old = "--bot --chat --context --exclude --merge-bursts --min-context --no-sticker-emoji --out "
+    old += "--scrub --seed --session-gap --speakers --split --sticker-emoji --workers -o"
+    assert set(old.split()) <= spellings
 
 
 def test_prepare_prints_the_stats_table(tmp_path: Path) -> None:

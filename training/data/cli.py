@@ -1,13 +1,14 @@
 """``friendbot chats`` and ``friendbot prepare``: the data commands.
 
-``chats`` lists what an export holds (``training.data.export.list_chats``); ``prepare`` maps its
-options one to one onto ``training.data.prepare.PrepareOptions`` and runs
-``training.data.prepare.prepare``. Heavy imports (pyarrow, numpy) happen inside the commands so
-``friendbot --help`` stays instant.
+``chats`` lists what an export holds (``training.data.export.list_chats``); ``prepare``'s options
+are the fields of ``training.data.options.PrepareOptions`` (declared there once, help included)
+and it runs ``training.data.prepare.prepare``. Heavy imports (pyarrow, numpy) happen inside the
+commands so ``friendbot --help`` stays instant.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,7 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from training.errors import InputError
+from training.config_cli import config_command
+from training.data.options import PrepareOptions
 
 if TYPE_CHECKING:
     from training.data.prepare import PrepareStats
@@ -26,7 +28,7 @@ _out = Console()
 def register(app: typer.Typer) -> None:
     """Attach ``chats`` and ``prepare`` to the ``friendbot`` app."""
     app.command("chats")(chats)
-    app.command("prepare")(prepare)
+    app.command("prepare")(config_command(prepare))
 
 
 def chats(
@@ -56,80 +58,13 @@ def prepare(
         list[Path], typer.Argument(help="Telegram Desktop exports: single-chat or full-account.")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset directory to write.")],
-    chat: Annotated[
-        list[str] | None,
-        typer.Option(help="Chat to read, by name or id (repeatable; needed for a full export)."),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option(help="Member (name or id) whose messages are dropped entirely (opt-out)."),
-    ] = None,
-    bot: Annotated[
-        list[str] | None, typer.Option(help="Member (name or id) that is a bot: skip its messages.")
-    ] = None,
-    speakers: Annotated[
-        list[str] | None,
-        typer.Option(help="Only these members' messages become responses (repeatable or a,b)."),
-    ] = None,
-    scrub: Annotated[
-        bool, typer.Option("--scrub", help="Replace phone numbers, e-mails and URLs.")
-    ] = False,
-    session_gap: Annotated[
-        float, typer.Option(help="Minutes of silence that start a new session.")
-    ] = 120.0,
-    merge_bursts: Annotated[
-        float,
-        typer.Option(help="Join one sender's consecutive messages this many seconds apart."),
-    ] = 0.0,
-    context: Annotated[int, typer.Option(help="Previous turns of the session per pair.")] = 10,
-    min_context: Annotated[
-        int, typer.Option(help="Skip pairs with fewer context turns (session openers).")
-    ] = 1,
-    sticker_emoji: Annotated[
-        bool, typer.Option(help="A sticker without text counts as its emoji.")
-    ] = True,
-    split: Annotated[
-        str, typer.Option(help="Train/validation/test shares of sessions, e.g. 80/10/10.")
-    ] = "80/10/10",
-    seed: Annotated[int, typer.Option(help="Seed of the session split.")] = 0,
-    workers: Annotated[
-        int, typer.Option(help="Processes decoding a large export; 0: one per idle core (max 4).")
-    ] = 0,
+    options: PrepareOptions,
 ) -> None:
     """Turn Telegram exports into conversation -> response pairs (train/validation/test)."""
-    from training.data.prepare import PrepareOptions
     from training.data.prepare import prepare as run_prepare
 
-    options = PrepareOptions(
-        chat=tuple(chat or ()),
-        exclude=tuple(exclude or ()),
-        bot=tuple(bot or ()),
-        speakers=tuple(speakers or ()),
-        scrub=scrub,
-        session_gap=session_gap,
-        merge_bursts=merge_bursts,
-        context=context,
-        min_context=min_context,
-        sticker_emoji=sticker_emoji,
-        split=_parse_split(split),
-        seed=seed,
-        workers=workers,
-        progress=True,
-    )
-    stats = run_prepare(exports, out, options)
+    stats = run_prepare(exports, out, replace(options, progress=True))
     _print_stats(stats, out)
-
-
-def _parse_split(text: str) -> tuple[float, float, float]:
-    """``80/10/10`` or ``0.8/0.1/0.1`` as three shares summing to 1."""
-    try:
-        parts = [float(p) for p in text.replace(",", "/").split("/")]
-    except ValueError:
-        parts = []
-    if len(parts) != 3 or sum(parts) <= 0:
-        raise InputError(f"--split {text}: expected three numbers like 80/10/10")
-    total = sum(parts)
-    return (parts[0] / total, parts[1] / total, parts[2] / total)
 
 
 def _print_stats(stats: PrepareStats, out: Path) -> None:

@@ -44,6 +44,7 @@ from training.data.export import (
 )
 from training.data.messages import ChatMessage
 from training.data.normalize import SCHEMA, Rules, from_chat_messages, member_keys
+from training.data.options import PrepareOptions
 from training.data.pairs import PAIR_SCHEMA, build_pairs, context_starts, speaker_mask, window_lines
 from training.data.sessions import (
     SPLITS,
@@ -58,70 +59,6 @@ from training.output_dirs import DATASET_KIND, check_location, check_replaceable
 WINDOW = 1 << 16  # turns per pair-building window (bounded memory: ~60 MB of pairs)
 PROGRESS_MIN_BYTES = 16 << 20  # smaller inputs finish before a bar is worth drawing
 PARALLEL_MIN_BYTES = 48 << 20  # smaller files are read faster than workers start
-
-
-class OptionsError(InputError, ValueError):
-    """An impossible option value (a ValueError too, for callers that build options)."""
-
-
-def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
-    """Repeatable options accept one value, several, or comma-separated values."""
-    if value is None:
-        return ()
-    values = [value] if isinstance(value, str) else list(value)
-    return tuple(part.strip() for v in values for part in str(v).split(",") if part.strip())
-
-
-@dataclass
-class PrepareOptions:
-    """The options of ``friendbot prepare`` (field names match the CLI flags)."""
-
-    chat: tuple[str, ...] = ()  # chats to read, by name or id (needed for a full export)
-    exclude: tuple[str, ...] = ()  # members whose messages vanish entirely (opt-out)
-    bot: tuple[str, ...] = ()  # members that are bots: their messages are skipped
-    speakers: tuple[str, ...] = ()  # only these members' messages become responses
-    scrub: bool = False  # replace phone numbers, e-mail addresses and URLs
-    session_gap: float = 120.0  # minutes of silence that start a new session
-    merge_bursts: float = 0.0  # seconds: join one sender's consecutive messages (0: off)
-    context: int = 10  # turns of context per pair
-    min_context: int = 1  # fewer context turns than this: no pair
-    sticker_emoji: bool = True  # a sticker without text counts as its emoji
-    split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/validation/test sessions
-    seed: int = 0  # which sessions land in which split
-    workers: int = 0  # processes decoding a large export; 0: one per idle core (up to 4)
-    progress: bool = False  # draw a progress bar for large inputs
-
-    def __post_init__(self) -> None:
-        for name in ("chat", "exclude", "bot", "speakers"):
-            setattr(self, name, _names(getattr(self, name)))
-        self.split = tuple(float(x) for x in self.split)  # type: ignore[assignment]
-        if self.context < 1:
-            raise OptionsError(f"--context {self.context}: must be at least 1")
-        if not 0 <= self.min_context <= self.context:
-            raise OptionsError(f"--min-context {self.min_context}: must be between 0 and --context")
-        if self.session_gap <= 0:
-            raise OptionsError(f"--session-gap {self.session_gap}: must be positive (minutes)")
-        if self.workers < 0:
-            raise OptionsError(f"--workers {self.workers}: must not be negative (0: automatic)")
-        if self.merge_bursts < 0:
-            raise OptionsError(f"--merge-bursts {self.merge_bursts}: must not be negative")
-        if (
-            len(self.split) != 3
-            or min(self.split) < 0
-            or self.split[0] <= 0
-            or abs(sum(self.split) - 1.0) > 1e-6
-        ):
-            raise OptionsError(
-                f"--split {self.split}: three shares (train, validation, test) summing to 1"
-            )
-
-    def rules(self) -> Rules:
-        return Rules(
-            sticker_emoji=self.sticker_emoji,
-            scrub=self.scrub,
-            exclude=member_keys(self.exclude),
-            bots=member_keys(self.bot),
-        )
 
 
 @dataclass

@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,8 +39,9 @@ from training.model.batching import (
     preprocess,
     real_tokens,
 )
+from training.model.config import TINY, TrainConfig
 from training.model.model_dir import INFO_FILE
-from training.model.tasks import TASKS, TaskData, load_task
+from training.model.tasks import TaskData, load_task
 from training.output_dirs import (
     MODEL_KIND,
     PARTIAL_KIND,
@@ -60,129 +61,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TINY = "tiny"
 METRICS_FILE = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
 BEST_WEIGHTS = "best.pt"
 STATE_FILE = "trainer_state.json"
 KEEP_CHECKPOINTS = 2
-# (max source tokens, max target tokens) per task when not given
-TASK_LENGTHS = {"chat": (512, 64), "paraphrase": (128, 128), "joke": (32, 128)}
-TINY_CHAT_SOURCE_LENGTH = 32
 RESUME_KEYS = (
     "base_model", "task", "epochs", "max_steps", "learning_rate", "schedule", "warmup",
     "weight_decay", "max_grad_norm", "token_budget", "grad_accum", "seed", "dropout",
     "persona_prob", "max_source_length", "max_target_length", "lora", "lora_r", "lora_alpha",
     "lora_targets", "tiny_vocab",
 )  # fmt: skip
-
-
-@dataclass
-class TrainConfig:
-    """Everything ``friendbot train`` can be told; stored in friendbot.json for reproduction."""
-
-    data: Path = field(metadata={"help": "prepared dataset dir (chat), PAWS TSV, or jokes CSV"})
-    out: Path = field(metadata={"help": "model directory to write"})
-    base_model: str = field(
-        default=TINY, metadata={"help": "hub id or local dir, or `tiny` (offline)"}
-    )
-    task: str = field(default="chat", metadata={"help": "chat | paraphrase | joke"})
-    epochs: int | None = field(
-        default=None, metadata={"help": "passes over the data (unless max_steps); 8 tiny, 3"}
-    )
-    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; wins"})
-    learning_rate: float | None = field(
-        default=None, metadata={"help": "peak LR; default 1e-3 tiny, 1e-3 LoRA, 3e-4 full"}
-    )
-    schedule: str = field(default="cosine", metadata={"help": "cosine | linear | constant"})
-    warmup: float = field(default=0.05, metadata={"help": "warmup: fraction if < 1, else steps"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW decoupled decay"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0: off)"})
-    token_budget: int | None = field(
-        default=None, metadata={"help": "padded tokens per batch; default 16384 GPU, 2048 CPU"}
-    )
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    seed: int = field(default=0, metadata={"help": "seeds data order, init and dropout"})
-    dropout: float | None = field(
-        default=None, metadata={"help": "override the model's dropout; tiny: 0"}
-    )
-    persona_prob: float = field(
-        default=0.5, metadata={"help": "share of examples given the `reply as NAME:` hint"}
-    )
-    max_source_length: int | None = field(
-        default=None,
-        metadata={"help": "source tokens; chat 512 (tiny 32), paraphrase 128, joke 32"},
-    )
-    max_target_length: int | None = field(default=None, metadata={"help": "target tokens"})
-    eval_every: int = field(default=200, metadata={"help": "steps between validation runs"})
-    patience: int = field(
-        default=3, metadata={"help": "stop after this many evals without improvement (0: off)"}
-    )
-    min_delta: float = field(default=0.0, metadata={"help": "smallest loss drop that counts"})
-    checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints"})
-    resume: bool = field(default=False, metadata={"help": "continue from OUT.partial/"})
-    keep_checkpoints: bool = field(default=False, metadata={"help": "keep OUT.partial/ at end"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing OUT"})
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft)"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    lora_targets: str = field(default="q,k,v,o", metadata={"help": "comma-separated modules"})
-    merge_lora: bool = field(default=True, metadata={"help": "save merged weights"})
-    tiny_vocab: int = field(default=2000, metadata={"help": "tiny: SentencePiece vocab size"})
-    precision: str = field(default="auto", metadata={"help": "auto | bf16 | fp16 | fp32"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
-    cpu: bool = field(default=False, metadata={"help": "train on CPU even with a GPU"})
-    threads: int | None = field(
-        default=None, metadata={"help": "CPU threads for torch (default: 1 for tiny, else torch's)"}
-    )
-    log_every: int = field(default=10, metadata={"help": "steps between metric records"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-
-    def __post_init__(self) -> None:
-        self.data, self.out = Path(self.data), Path(self.out)
-        if self.task not in TASKS:
-            raise InputError(f"--task {self.task}: unknown task (choose from {', '.join(TASKS)})")
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise InputError(f"--schedule {self.schedule}: choose cosine, linear or constant")
-        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
-            raise InputError(f"--precision {self.precision}: choose auto, bf16, fp16 or fp32")
-        positive = {
-            "--epochs": self.epochs if self.epochs is not None else 1,
-            "--grad-accum": self.grad_accum,
-            "--eval-every": self.eval_every,
-            "--checkpoint-every": self.checkpoint_every,
-            "--log-every": self.log_every,
-            "--threads": self.threads if self.threads is not None else 1,
-            "--max-steps": self.max_steps if self.max_steps is not None else 1,
-            "--token-budget": self.token_budget if self.token_budget is not None else 1,
-            "--learning-rate": self.learning_rate if self.learning_rate is not None else 1,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise InputError(f"{name} {value}: must be positive")
-        if not 0.0 <= self.persona_prob <= 1.0:
-            raise InputError(f"--persona-prob {self.persona_prob}: must be within [0, 1]")
-        if self.lora and not self.merge_lora and self.base_model == TINY:
-            raise InputError(
-                "--no-merge: an unmerged adapter needs a base model that can be loaded again "
-                "(a hub id or a directory); `tiny` is built in memory"
-            )
-        # Defaults: FLAN-T5 fine-tuning as usual; the tiny model learns from scratch in a few
-        # CPU minutes, which (measured on the sample chat, docs/training.md) wants more epochs,
-        # no dropout and a short context window (the last message or two).
-        tiny = self.base_model == TINY
-        default_src, default_tgt = TASK_LENGTHS[self.task]
-        if tiny and self.task == "chat":
-            default_src = TINY_CHAT_SOURCE_LENGTH
-        self.max_source_length = self.max_source_length or default_src
-        self.max_target_length = self.max_target_length or default_tgt
-        if self.epochs is None:
-            self.epochs = 8 if tiny else 3
-        if self.dropout is None and tiny:
-            self.dropout = 0.0
-        if self.learning_rate is None:
-            self.learning_rate = 1e-3 if tiny or self.lora else 3e-4
 
 
 @dataclass
@@ -823,9 +712,7 @@ def _save_model(
                 "train_examples": len(data.train),
                 "validation_examples": len(data.validation),
             },
-            "hyperparameters": {
-                k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()
-            },
+            "hyperparameters": config.hyperparameters(),
             "metrics": {
                 "steps": state.step,
                 "tokens": state.tokens,

@@ -21,8 +21,8 @@ import numpy as np
 
 from training.errors import InputError
 from training.formatting import build_prompt, clean_text
+from training.model.config import TASKS
 
-TASKS = ("chat", "paraphrase", "joke")
 SPLIT_FILES = {"train": "train.parquet", "validation": "validation.parquet", "test": "test.parquet"}
 CHAT_COLUMNS = ("conversation", "response", "sender")
 T = TypeVar("T")
