@@ -59,6 +59,9 @@ def train(
     ] = None,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
     seed: Annotated[int, typer.Option(help="Seeds data order, init and dropout.")] = 0,
+    min_examples: Annotated[
+        int, typer.Option(help="Refuse fewer training pairs than this (default 20).")
+    ] = 20,
     dropout: Annotated[
         float | None, typer.Option(help="Override the model's dropout (default: tiny 0).")
     ] = None,
@@ -135,6 +138,7 @@ def train(
         token_budget=token_budget,
         grad_accum=grad_accum,
         seed=seed,
+        min_examples=min_examples,
         dropout=dropout,
         persona_prob=persona_prob,
         max_source_length=max_source_length,
