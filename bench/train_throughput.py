@@ -2,7 +2,7 @@
 
 Both train the FLAN-T5 architecture (built from its config, random weights: the compute does
 not depend on the weights) on the same chat-shaped pairs, in one run, and we count real
-(non-padding) source + target tokens per second. Ours is `training.model.finetune.train_step` fed by
+(non-padding) source + target tokens per second. Ours is `training.model.loop.train_step` fed by
 `training.model.batching` (token-budget length buckets), with Accelerate's bf16 autocast, TF32 and
 fused AdamW on a GPU, exactly as `friendbot train` runs it. The Trainer gets its defaults
 (batch 8, fp32, `DataCollatorForSeq2Seq` dynamic padding, random order).
@@ -159,7 +159,7 @@ def bench_ours(
     from accelerate import Accelerator
     from transformers import T5ForConditionalGeneration, get_constant_schedule
 
-    from training.model.finetune import train_step
+    from training.model.loop import train_step
 
     use_cuda = torch.cuda.is_available()
     precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "no"

@@ -11,8 +11,9 @@ the same way, whichever backend runs the model:
   runs the decoder loop in C++ with int8 matrices instead of Python + fp32 (docs/inference.md).
 
 ``backend="auto"`` uses CTranslate2 when a conversion is present, imports, and is newer than the
-weights (a stale conversion would silently serve the previous model after retraining), and
-Hugging Face otherwise.
+weights (``training.model.model_dir.ct2_problem``), and Hugging Face otherwise. What a usable
+model directory is (tokenizer, friendbot.json, lengths) is decided by
+``training.model.model_dir.validate``, never here.
 """
 
 from __future__ import annotations
@@ -28,13 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from training.errors import InputError, first_line
 from training.formatting import encode_source
-from training.model.model_dir import (
-    CT2_DIRNAME,
-    EXPORT_META,
-    check_model_dir,
-    read_info,
-    weight_files,
-)
+from training.model.model_dir import CT2_DIRNAME, ModelInfo, ct2_problem, read_export_meta, validate
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -42,7 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_MAX_SOURCE_LENGTH = 512
 BACKENDS = ("auto", "hf", "ct2")
 
 
@@ -92,18 +86,14 @@ class _Backend(Protocol):
 class ReplyEngine:
     """A loaded model ready to reply; safe to call from several worker threads."""
 
-    def __init__(
-        self,
-        model_dir: Path,
-        info: dict[str, Any],
-        tokenizer: PreTrainedTokenizerBase,
-        backend: _Backend,
-    ) -> None:
-        self.model_dir = model_dir
-        self.info = info
+    def __init__(self, model: ModelInfo, backend: _Backend) -> None:
+        self.model = model
+        self.model_dir = model.path
+        self.info = model.fields  # friendbot.json ({} for a plain task model directory)
+        self.task = model.task
         self.backend = backend.name
-        self.max_source_length = int(info.get("max_source_length") or DEFAULT_MAX_SOURCE_LENGTH)
-        self._tokenizer = tokenizer
+        self.max_source_length = model.max_source_length
+        self._tokenizer: PreTrainedTokenizerBase = model.tokenizer
         self._impl = backend
         # One generation at a time: the model already uses every core for one batch, torch's
         # global RNG (seeded runs) and the Rust tokenizer are not meant for concurrent use.
@@ -111,18 +101,24 @@ class ReplyEngine:
 
     @classmethod
     def load(
-        cls, model_dir: Path, *, backend: str = "auto", threads: int | None = None
+        cls,
+        model_dir: Path,
+        *,
+        backend: str = "auto",
+        threads: int | None = None,
+        chat: bool = True,
     ) -> ReplyEngine:
         """Load ``model_dir`` for replying, with CTranslate2 when it is present and fresh.
 
+        ``chat``: the directory must be a chat model with its friendbot.json; False for task
+        models (paraphrase, joke, a plain FLAN-T5). A broken directory is an InputError.
         ``threads`` caps the CPU threads generation uses (torch's setting is process-wide;
         CTranslate2's is per engine); None uses every core this process may run on.
         """
         if backend not in BACKENDS:
             raise InputError(f"{backend}: unknown backend (choose one of {', '.join(BACKENDS)})")
-        model_dir = check_model_dir(Path(model_dir))
-        info = read_info(model_dir)
-        tokenizer = _load_tokenizer(model_dir)
+        model = validate(Path(model_dir), chat=chat)
+        model_dir, tokenizer = model.path, model.tokenizer
         chosen = _choose_backend(model_dir, backend)
         impl: _Backend
         if chosen == "ct2":
@@ -136,7 +132,7 @@ class ReplyEngine:
         else:
             impl = _HFBackend(model_dir, threads)
         log.info("reply engine: %s backend for %s", impl.name, model_dir)
-        return cls(model_dir, info, tokenizer, impl)
+        return cls(model, impl)
 
     def generate(
         self,
@@ -294,7 +290,7 @@ class _CT2Backend:
 
         self._ct2 = ctranslate2
         self.ct2_dir = ct2_dir
-        self.quantization = _read_export_meta(ct2_dir).get("quantization", "int8")
+        self.quantization = read_export_meta(ct2_dir).get("quantization", "int8")
         on_gpu = ctranslate2.get_cuda_device_count() > 0
         self.device = "cuda" if on_gpu else "cpu"
         # CPU: compute in the type chosen at export (int8 by default). CUDA: int8 weights with
@@ -371,21 +367,12 @@ def quiet_loading() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError, TypeError) as exc:
-        raise InputError(f"{model_dir}: cannot load the tokenizer ({first_line(exc)})") from exc
-
-
 def _choose_backend(model_dir: Path, requested: str) -> str:
     """Resolve ``auto``; an explicit ``ct2`` that cannot work is an InputError."""
     if requested == "hf":
         return "hf"
     ct2_dir = model_dir / CT2_DIRNAME
-    problem = _ct2_problem(model_dir)
+    problem = ct2_problem(model_dir)
     if problem is None:
         return "ct2"
     if requested == "ct2":
@@ -393,30 +380,6 @@ def _choose_backend(model_dir: Path, requested: str) -> str:
     if ct2_dir.exists():  # a conversion exists but cannot be used: say why
         log.warning("%s: %s; using HF generate", ct2_dir, problem)
     return "hf"
-
-
-def _ct2_problem(model_dir: Path) -> str | None:
-    """Why ``model_dir/ct2`` cannot serve this model, or None when it can."""
-    model_bin = model_dir / CT2_DIRNAME / "model.bin"
-    if not model_bin.is_file():
-        return "no CTranslate2 conversion (run friendbot export-ct2)"
-    try:
-        import ctranslate2  # noqa: F401
-    except ImportError as exc:
-        return f"ctranslate2 does not import ({first_line(exc)})"
-    newest_weights = max(p.stat().st_mtime_ns for p in weight_files(model_dir))
-    if model_bin.stat().st_mtime_ns < newest_weights:
-        return "conversion is older than the model weights (rerun friendbot export-ct2)"
-    return None
-
-
-def _read_export_meta(ct2_dir: Path) -> dict[str, Any]:
-    """What export_ct2 recorded; {} for a conversion made by hand (int8 assumed)."""
-    try:
-        meta = json.loads((ct2_dir / EXPORT_META).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
 
 
 def _ct2_vocab_size(ct2_dir: Path, default: int) -> int:

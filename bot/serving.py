@@ -9,6 +9,10 @@
   looked up without network); otherwise the chat model itself, prompted chat-style (it then
   answers like a friend would, not with a real paraphrase or joke; docs/bot.md).
 
+Every directory is checked by ``training.model.model_dir.validate`` as it is loaded: the chat
+model must be a chat model with its friendbot.json, a task model any usable model directory.
+A broken one fails the (re)load with one line, and a reload keeps the models in service.
+
 ``ModelHolder`` keeps the set in service. A reload loads the new set in a thread while the old
 one keeps answering, then swaps one reference: a generation already running finishes on the
 model it started with, and no update waits.
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.model.model_dir import read_info
+from training.model.model_dir import is_model_dir, read_info
 
 if TYPE_CHECKING:
     from bot.engine import ReplyEngine
@@ -82,12 +86,18 @@ def load_models(settings: Settings, previous: ServedModels | None = None) -> Ser
         resolved = Path(path).resolve()
         if resolved not in loaded:
             loaded[resolved] = ReplyEngine.load(
-                Path(path), backend=settings.inference_backend, threads=settings.inference_threads
+                Path(path),
+                backend=settings.inference_backend,
+                threads=settings.inference_threads,
+                chat=False,
             )
         return loaded[resolved]
 
     chat = ReplyEngine.load(
-        settings.model_dir, backend=settings.inference_backend, threads=settings.inference_threads
+        settings.model_dir,
+        backend=settings.inference_backend,
+        threads=settings.inference_threads,
+        chat=True,
     )
     loaded[chat.model_dir] = chat
     base = base_model_dir(chat.info)
@@ -95,7 +105,7 @@ def load_models(settings: Settings, previous: ServedModels | None = None) -> Ser
     def task(setting: Path | None, name: str) -> TaskModel:
         if setting is not None:
             engine = load(setting)
-            instruct = is_instruction_model(engine.model_dir)
+            instruct = engine.task != "chat"  # a chat model answers as a friend would
             return TaskModel(engine, instruct=instruct, source=f"{name.upper()}_MODEL")
         if base is not None:
             return TaskModel(load(base), instruct=True, source="the chat model's base model")
@@ -123,21 +133,16 @@ def base_model_dir(info: dict[str, Any], hops: int = 5) -> Path | None:
         if path is None:
             return None
         info = read_info(path)
-        if info.get("task", "chat" if info else None) != "chat":
+        if info.get("task") != "chat":  # a task model, or a plain (instruction) FLAN-T5
             return path
     return None
-
-
-def is_instruction_model(model_dir: Path) -> bool:
-    """False for a model fine-tuned on chat (it answers as a friend, not to instructions)."""
-    return read_info(Path(model_dir)).get("task") != "chat"
 
 
 def _local_model(name: str) -> Path | None:
     if not name or name == "tiny":
         return None
     path = Path(name).expanduser()
-    if (path / "config.json").is_file():
+    if is_model_dir(path):
         return path
     if path.is_absolute() or name.startswith("."):
         return None
@@ -147,7 +152,7 @@ def _local_model(name: str) -> Path | None:
         cached = Path(snapshot_download(name, local_files_only=True))
     except Exception:  # not cached, not a hub id, hub library missing: all mean "not here"
         return None
-    return cached if (cached / "config.json").is_file() else None
+    return cached if is_model_dir(cached) else None
 
 
 class ModelHolder:

@@ -16,8 +16,9 @@ import pytest
 from bot.engine import DecodeOptions, ReplyEngine
 from tests.conftest import CHAT_LINES
 from training.errors import InputError
+from training.formatting import encode_source
 from training.model.ct2 import export_ct2
-from training.model.model_dir import CT2_DIRNAME
+from training.model.model_dir import CT2_DIRNAME, INFO_FILE, read_info, write_info
 
 PROMPTS = [
     "Alice: hey guys whats up 😂\nBob: nothing much, you?",
@@ -27,6 +28,10 @@ PROMPTS = [
     "Alice: lol sure, 10am?",
 ]
 GREEDY_FIXED = DecodeOptions(max_new_tokens=12, min_new_tokens=12, sample=False)
+# Logit gap (nats) between the best and the second-best token beyond which int8 rounding must
+# not change the greedy choice. Measured on the trained tiny model (x86 CPU): int8 flipped
+# tokens only where the gap was under 0.2, and kept every choice with a gap of 0.25 or more.
+CLEAR_CHOICE = 1.0
 
 
 def _load(model_dir: Path, backend: str = "auto") -> ReplyEngine:
@@ -74,6 +79,7 @@ def trained_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         optimizer.zero_grad()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    shutil.copy(tiny_model_dir / INFO_FILE, out)
     return out
 
 
@@ -93,7 +99,8 @@ def test_hf_generate_returns_texts_per_prompt(tiny_model_dir: Path) -> None:
 
     assert engine.backend == "hf"
     assert engine.model_dir == tiny_model_dir.resolve()
-    assert engine.info == {}
+    assert engine.info == read_info(tiny_model_dir)
+    assert engine.task == "chat"
     assert engine.max_source_length == 512
     assert len(out) == 3
     assert all(len(replies) == 2 and all(isinstance(r, str) for r in replies) for replies in out)
@@ -138,7 +145,7 @@ def test_greedy_with_several_sequences_returns_distinct_beams(trained_dir: Path)
 
 
 def test_max_source_length_from_friendbot_json_drops_oldest_lines(model_copy: Path) -> None:
-    (model_copy / "friendbot.json").write_text(json.dumps({"max_source_length": 24}))
+    write_info(model_copy, {**read_info(model_copy), "max_source_length": 24})
     engine = _load(model_copy, backend="hf")
     tail = "Carol: lets go climbing tomorrow!!\nreply as Bob:"
     old_a = "\n".join(["Alice: hey guys whats up"] * 20)
@@ -146,7 +153,7 @@ def test_max_source_length_from_friendbot_json_drops_oldest_lines(model_copy: Pa
 
     truncated = engine.generate_ids([f"{old_a}\n{tail}", f"{old_b}\n{tail}"], GREEDY_FIXED)
 
-    assert engine.info == {"max_source_length": 24}
+    assert engine.info["max_source_length"] == 24
     assert engine.max_source_length == 24
     assert truncated[0] == truncated[1], "only the newest lines fit in 24 tokens"
 
@@ -217,6 +224,31 @@ def test_broken_weights_are_one_line_input_error(model_copy: Path) -> None:
     assert "\n" not in str(err.value)
 
 
+def test_without_its_tokenizer_vocabulary_a_model_is_refused(model_copy: Path) -> None:
+    # AutoTokenizer used to fall back to a 4-token vocabulary here, and the bot answered "..."
+    (model_copy / "tokenizer.json").unlink()
+    for chat in (True, False):
+        with pytest.raises(InputError) as err:
+            ReplyEngine.load(model_copy, backend="hf", threads=1, chat=chat)
+        assert "no tokenizer vocabulary" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_chat_model_needs_friendbot_json_a_task_model_does_not(model_copy: Path) -> None:
+    (model_copy / INFO_FILE).unlink()
+    # the source length used to become 512 silently, whatever the model was trained on
+    with pytest.raises(InputError, match=r"no friendbot\.json, so its prompt lengths"):
+        _load(model_copy)
+    task = ReplyEngine.load(model_copy, backend="hf", threads=1, chat=False)
+    assert (task.task, task.info, task.max_source_length) == (None, {}, 512)
+
+
+def test_a_task_model_is_not_served_as_the_chat_model(model_copy: Path) -> None:
+    write_info(model_copy, {**read_info(model_copy), "task": "joke"})
+    with pytest.raises(InputError, match="a joke model, not a chat model"):
+        _load(model_copy)
+    assert ReplyEngine.load(model_copy, backend="hf", threads=1, chat=False).task == "joke"
+
+
 def test_unknown_backend_is_input_error(tiny_model_dir: Path) -> None:
     with pytest.raises(InputError, match="unknown backend"):
         _load(tiny_model_dir, backend="onnx")
@@ -282,13 +314,41 @@ def test_ct2_greedy_matches_hf_token_for_token(model_copy: Path, quantization: s
     if quantization == "float32":  # same arithmetic: every token must agree
         assert fixed_ct2 == fixed_hf
         assert free_ct2 == free_hf
-    else:  # int8 rounding may flip a near tie, but not on most prompts
-        same = sum(a == b for a, b in zip(fixed_ct2, fixed_hf, strict=True))
-        assert same >= len(PROMPTS) - 1
-        assert [r[0][:3] for r in fixed_ct2] == [r[0][:3] for r in fixed_hf]
+    else:
+        # int8 rounding moves logits by a little, so it may flip a near tie; after a flip the
+        # two continuations differ legitimately. Every token HF chose by a clear margin before
+        # the first near tie must agree, and those must be most of the tokens (not vacuous).
+        clear = [
+            _clear_prefix(hf, prompt, row) for prompt, [row] in zip(PROMPTS, fixed_hf, strict=True)
+        ]
+        for n, [a], [b] in zip(clear, fixed_ct2, fixed_hf, strict=True):
+            assert a[:n] == b[:n]
+        assert min(clear) >= 1 and sum(clear) >= 0.5 * sum(len(r) for [r] in fixed_hf), clear
     assert ct2.generate(PROMPTS[:2], sample=False, max_new_tokens=20) == [
         [hf._tokenizer.decode(row, skip_special_tokens=True).strip()] for [row] in free_ct2[:2]
     ]
+
+
+def _clear_prefix(hf: ReplyEngine, prompt: str, tokens: list[int]) -> int:
+    """How many of HF's greedy ``tokens`` were chosen by at least CLEAR_CHOICE nats.
+
+    Teacher-forces the tokens through the HF model and counts positions until the first
+    where the best and second-best logits (eos excluded: GREEDY_FIXED forbids ending) are
+    closer than that.
+    """
+    import torch
+
+    model, tokenizer = hf._impl.model, hf._tokenizer
+    source = torch.tensor([encode_source(tokenizer, prompt, hf.max_source_length)])
+    start = model.generation_config.decoder_start_token_id
+    decoder = torch.tensor([[start, *tokens[:-1]]])
+    with torch.no_grad():
+        logits = model(input_ids=source, decoder_input_ids=decoder).logits[0].float()
+    logits[:, tokenizer.eos_token_id] = -float("inf")
+    best = logits.topk(2, dim=-1)
+    assert best.indices[:, 0].tolist() == tokens  # the same greedy path HF generated
+    gaps = (best.values[:, 0] - best.values[:, 1]).tolist()
+    return next((i for i, gap in enumerate(gaps) if gap < CLEAR_CHOICE), len(tokens))
 
 
 def test_ct2_sampling_options_and_seed(model_copy: Path) -> None:
@@ -396,3 +456,60 @@ def test_cli_export_ct2(model_copy: Path) -> None:
     meta = json.loads((model_copy / CT2_DIRNAME / "friendbot-ct2.json").read_text())
     assert meta["quantization"] == "float32"
     assert str(model_copy / CT2_DIRNAME) in done.output
+
+
+# --- Serving: run, chat and /reload load through the same checks ------------------------------
+
+
+def test_reload_refuses_a_broken_model_and_keeps_serving(model_copy: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    from bot.serving import ModelHolder, load_models
+    from bot.settings import Settings
+
+    current = tmp_path / "current"
+    current.symlink_to(model_copy)
+    settings = Settings(_env_file=None, model_dir=current, inference_backend="hf")
+    holder = ModelHolder(lambda previous: load_models(settings, previous))
+    served = holder.load()
+    assert served.chat.model_dir == model_copy.resolve()
+
+    broken = Path(shutil.copytree(model_copy, tmp_path / "broken"))
+    (broken / "tokenizer.json").unlink()
+    current.unlink()
+    current.symlink_to(broken)  # as a promotion or a rollback would
+    with pytest.raises(InputError, match="no tokenizer vocabulary") as err:
+        asyncio.run(holder.reload())
+
+    assert "\n" not in str(err.value)
+    assert holder.current is served  # still answering with the model that worked
+    with pytest.raises(InputError, match="no tokenizer vocabulary"):
+        load_models(settings)  # `friendbot run` / `chat` start: refused the same way
+
+
+def test_chat_command_with_a_broken_model_is_one_line(model_copy: Path, tmp_path: Path) -> None:
+    """The installed console script, as a user runs it: rc 2 and one line, no traceback."""
+    import subprocess
+    import sys
+
+    (model_copy / INFO_FILE).unlink()
+    env = {
+        **os.environ,
+        "MODEL_DIR": str(model_copy),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "TELEGRAM_BOT_TOKEN": "",
+    }
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("friendbot")), "chat"],
+        input="hello\n",
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 2, result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert errors[-1].startswith(f"friendbot: error: {model_copy}: no friendbot.json")
+    assert "Traceback" not in result.stderr

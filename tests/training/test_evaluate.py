@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,33 @@ def test_evaluate_refuses_task_models(data_dir: Path, tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match="a joke model"):
         evaluate_loss(train(config), data_dir, "test")
+
+
+def test_evaluate_refuses_a_model_without_its_tokenizer_vocabulary(
+    model_dir: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.cli import main
+
+    broken = Path(shutil.copytree(model_dir, tmp_path / "broken"))
+    (broken / "tokenizer.json").unlink()  # AutoTokenizer would fall back to 4 tokens
+    where = ["--model", str(broken), "--data", str(data_dir), "--out", str(tmp_path / "r")]
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", *where])  # used to exit 0 with a meaningless, lower loss
+
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"friendbot: error: {broken}: no tokenizer vocabulary")
+    assert "\n" not in err
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(InputError, match="no tokenizer vocabulary"):
+        evaluate_loss(broken, data_dir, "test")
+
+
+def test_evaluate_refuses_a_chat_model_without_friendbot_json(
+    model_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    bare = Path(shutil.copytree(model_dir, tmp_path / "bare"))
+    (bare / "friendbot.json").unlink()  # its source length used to become 512 silently
+    with pytest.raises(InputError, match=r"no friendbot\.json, so its prompt lengths"):
+        evaluate(bare, data_dir, progress=False)

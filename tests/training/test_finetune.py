@@ -13,8 +13,10 @@ import torch
 from tests.training.fixtures.chatdata import write_dataset
 from training.errors import InputError
 from training.model.batching import bucket_length, collate, plan_batches
+from training.model.checkpoints import TrainState
 from training.model.evaluate import evaluate_loss
-from training.model.finetune import EarlyStopping, TrainConfig, TrainState, partial_dir, train
+from training.model.finetune import TrainConfig, partial_dir, train
+from training.model.loop import EarlyStopping
 from training.model.tasks import load_jokes, load_paraphrase
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -319,3 +321,127 @@ def test_cli_unknown_base_model_offline_is_one_line(chat_data: Path, tmp_path: P
     assert len(errors) == 1
     assert errors[0].startswith("friendbot: error: --base-model no-such-org/no-such-model")
     assert "Traceback" not in result.stderr
+
+
+def test_offline_hub_id_fails_at_once_in_one_line(chat_data: Path, tmp_path: Path) -> None:
+    """No network (the hub's port refuses): one line, no retries, no OUT.partial/ left."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "HF_HOME": str(tmp_path / "hf"),  # an empty cache
+        "HF_ENDPOINT": f"http://127.0.0.1:{port}",
+    }
+    out = tmp_path / "m"
+    result = subprocess.run(
+        [
+            *TRAIN,
+            "--data",
+            str(chat_data),
+            "--out",
+            str(out),
+            "--base-model",
+            "google/flan-t5-base",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 2, result.stderr
+    # before: ~50 s of "Retrying in Ns" and some 20 duplicated warnings, then the error
+    assert "Retrying" not in result.stderr and "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("friendbot: error: --base-model google/flan-t5-base: ")
+    assert f"127.0.0.1:{port} cannot be reached" in lines[0]
+    assert not partial_dir(out).exists() and not out.exists()
+
+
+@pytest.mark.parametrize("where", ["./no/such/model", "/no/such/model"])
+def test_a_missing_local_base_model_is_no_such_directory(
+    chat_data: Path, tmp_path: Path, where: str
+) -> None:
+    out = tmp_path / "m"
+    with pytest.raises(InputError) as err:
+        train(quick(chat_data, out, base_model=where))
+    assert str(err.value) == f"--base-model {where}: no such directory"
+    assert not partial_dir(out).exists()  # a failed run leaves no empty work area
+
+
+def test_too_few_training_pairs_are_refused_unless_overridden(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", n_train=1)
+    out = tmp_path / "m"
+
+    with pytest.raises(InputError) as err:
+        train(quick(data, out))  # used to make a "model" from one pair, with a warning
+
+    assert str(err.value) == (
+        f"{data}: 1 training pair(s); at least 20 are needed to learn anything worth serving "
+        "(--min-examples N to train anyway)"
+    )
+    assert not out.exists() and not partial_dir(out).exists()
+    assert train(quick(data, out, min_examples=1, max_steps=2)) == out
+
+
+def test_min_examples_is_a_train_option(chat_data: Path, tmp_path: Path) -> None:
+    from training.cli import main
+
+    where = ["--data", str(chat_data), "--out", str(tmp_path / "m")]
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", *where, "--min-examples", "1000", "--no-progress"])
+    assert exit_.value.code == 2
+    with pytest.raises(InputError, match="--min-examples 0: must be positive"):
+        quick(chat_data, tmp_path / "m", min_examples=0)
+
+
+class _Planted:
+    """Unpickling this creates ``marker``: what a planted pickle could do instead of that."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+def test_resume_never_unpickles_planted_code(chat_data: Path, tmp_path: Path) -> None:
+    import pickle
+
+    out = tmp_path / "m"
+    settings = {"max_steps": 6, "checkpoint_every": 3}
+
+    def stop_at_4(step: int, total: int) -> None:
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(quick(chat_data, out, **settings), on_step=stop_at_4)
+    ckpt = partial_dir(out) / "checkpoints" / "step-00000003"
+    marker = tmp_path / "code-ran"
+    # the plant works: a full unpickle of it runs its code
+    pickle.loads(pickle.dumps(_Planted(marker)))
+    assert marker.exists()
+    marker.unlink()
+    # Accelerate's file names, where its load_state unpickled with weights_only=False
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "scheduler.bin"):
+        torch.save(_Planted(marker), ckpt / name)
+
+    train(quick(chat_data, out, resume=True, **settings))
+    assert not marker.exists()
+
+    # a planted tensor file is refused in one line, its code not run
+    with pytest.raises(KeyboardInterrupt):
+        train(quick(chat_data, out, overwrite=True, **settings), on_step=stop_at_4)
+    torch.save(_Planted(marker), ckpt / "optimizer.pt")
+    with pytest.raises(InputError) as err:
+        train(quick(chat_data, out, resume=True, overwrite=True, **settings))
+    assert str(err.value).startswith(f"{ckpt / 'optimizer.pt'}: not a plain tensor file")
+    assert "\n" not in str(err.value)
+    assert not marker.exists()

@@ -106,6 +106,7 @@ def worse_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pa
         model.lm_head.weight.mul_(50.0)
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    shutil.copy(tiny_model_dir / "friendbot.json", out)  # a chat model, as training writes it
     return out
 
 

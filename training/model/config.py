@@ -20,6 +20,9 @@ TASKS = ("chat", "paraphrase", "joke")
 # (max source tokens, max target tokens) per task when not given
 TASK_LENGTHS = {"chat": (512, 64), "paraphrase": (128, 128), "joke": (32, 128)}
 TINY_CHAT_SOURCE_LENGTH = 32
+# Fewer training pairs than this make a "model" that has learned nothing worth serving (one
+# pair trained without complaint before); --min-examples overrides it for experiments.
+MIN_EXAMPLES = 20
 
 
 @dataclass
@@ -52,6 +55,9 @@ class TrainConfig:
     )
     grad_accum: int = option(1, help="Micro-batches per optimizer step.")
     seed: int = option(0, help="Seeds data order, init and dropout.")
+    min_examples: int = option(
+        MIN_EXAMPLES, help="Refuse fewer training pairs than this (default 20)."
+    )
     dropout: float | None = option(None, help="Override the model's dropout (default: tiny 0).")
     persona_prob: float = option(
         0.5, help="Share of chat examples given the `reply as NAME:` hint."

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from training.errors import InputError, first_line
-from training.model.model_dir import CT2_DIRNAME, EXPORT_META, TOKENIZER_FILES, check_model_dir
+from training.model.model_dir import CT2_DIRNAME, EXPORT_META, TOKENIZER_FILES, validate
 from training.output_dirs import CT2_KIND, check_replaceable, new_work_dir, publish, stamp
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,17 @@ def export_ct2(model_dir: Path, quantization: str = "int8") -> Path:
 
     The conversion goes to a temporary sibling directory first and is renamed into place only
     when complete, so a crash leaves the previous ``ct2/`` (or none) and a running bot never
-    loads a partial model. Quantizing to int8 is what makes CPU replies fast; the tokenizer
-    files are copied along so ``ct2/`` is self-contained.
+    loads a partial model. Any usable model directory converts (task models too). Quantizing
+    to int8 is what makes CPU replies fast; the tokenizer files are copied along so ``ct2/``
+    is self-contained.
     """
     if quantization not in QUANTIZATIONS:
         raise InputError(
             f"{quantization}: unknown quantization (choose one of {', '.join(QUANTIZATIONS)})"
         )
-    model_dir = check_model_dir(Path(model_dir))
+    # A broken directory (no tokenizer vocabulary, mismatched embedding) would convert fine
+    # and serve nonsense fast: refuse it here as every reader does.
+    model_dir = validate(Path(model_dir), chat=False).path
     import ctranslate2
     import transformers
     from ctranslate2.converters import TransformersConverter

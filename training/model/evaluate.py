@@ -26,8 +26,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.errors import InputError
+from training.errors import InputError, first_line
 from training.formatting import build_prompt, parse_turn
+from training.model.model_dir import ModelInfo, validate
 from training.output_dirs import EVAL_KIND, check_location, check_replaceable, staged
 
 if TYPE_CHECKING:
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 EVAL_FILE = "eval.json"
 REPORT_FILE = "eval.md"
 SPEAKER_PLOT = "speaker_accuracy.png"
-DEFAULT_SOURCE_LENGTH = 512
-DEFAULT_TARGET_LENGTH = 64
 LOSS_TOKEN_BUDGET = 8192
 SAMPLES_IN_REPORT = 12
 # words, plus single symbols that are not ASCII punctuation (emoji carry a chat's voice)
@@ -90,42 +89,21 @@ def loss_sums(
 # --- loading ------------------------------------------------------------------------------
 
 
-def load_model(
-    model_dir: Path,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
-    """Model, tokenizer and friendbot.json of a model directory (InputError when unusable)."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+def load_model(model_dir: Path) -> tuple[PreTrainedModel, ModelInfo]:
+    """A chat model and its validated directory (InputError, one line, when unusable).
 
-    from training.model.model_dir import read_info
+    ``validate`` refuses what would give meaningless numbers: a missing tokenizer vocabulary,
+    a friendbot.json-less directory (unknown prompt length), a task model.
+    """
+    from transformers import AutoModelForSeq2SeqLM
 
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise InputError(f"{model_dir}: no such model directory")
-    info = read_info(model_dir)
+    info = validate(Path(model_dir), chat=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{model_dir}: not a loadable model directory ({first})") from exc
+        model = AutoModelForSeq2SeqLM.from_pretrained(info.path)
+    except Exception as exc:  # unreadable weights: safetensors and torch raise their own types
+        raise InputError(f"{model_dir}: cannot load the model ({first_line(exc)})") from exc
     model.eval()
-    return model, tokenizer, info
-
-
-def _lengths(info: dict[str, Any]) -> tuple[int, int]:
-    return (
-        int(info.get("max_source_length") or DEFAULT_SOURCE_LENGTH),
-        int(info.get("max_target_length") or DEFAULT_TARGET_LENGTH),
-    )
-
-
-def _check_chat_model(model_dir: Path, info: dict[str, Any]) -> None:
-    task = info.get("task", "chat")
-    if task != "chat":
-        raise InputError(
-            f"{model_dir}: a {task} model; evaluate measures chat models "
-            f"(its validation loss is in friendbot.json)"
-        )
+    return model, info
 
 
 # --- loss ---------------------------------------------------------------------------------
@@ -168,10 +146,9 @@ def evaluate_loss(model_dir: Path, data_dir: Path, split: str) -> float:
     """Mean per-token loss of a model on a dataset split (the retraining gate's measure)."""
     from training.model.tasks import read_chat_split
 
-    model, tokenizer, info = load_model(model_dir)
-    _check_chat_model(Path(model_dir), info)
+    model, info = load_model(model_dir)
     rows = read_chat_split(data_dir, split)
-    return model_loss(model, tokenizer, rows, *_lengths(info))
+    return model_loss(model, info.tokenizer, rows, info.max_source_length, info.max_target_length)
 
 
 # --- generation ---------------------------------------------------------------------------
@@ -327,9 +304,9 @@ def evaluate(
     if limit:
         rows = rows[:limit]
     train_rows = read_chat_split(data_dir, "train")
-    model, tokenizer, info = load_model(model_dir)
-    _check_chat_model(model_dir, info)
-    max_source, max_target = _lengths(info)
+    model, info = load_model(model_dir)
+    tokenizer = info.tokenizer
+    max_source, max_target = info.max_source_length, info.max_target_length
 
     real = [row["response"] for row in rows]
     real_senders = [parse_turn(r)[0] or row["sender"] for r, row in zip(real, rows, strict=True)]

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from training.errors import InputError
 from training.model.finetune import partial_dir
-from training.model.model_dir import resolve_current
+from training.model.model_dir import resolve_current, validate
 from training.output_dirs import (
     DATASET_KIND,
     MODEL_KIND,
@@ -233,7 +233,8 @@ def _steps(run: _Run, force: bool, lock_ok: Callable[[], bool]) -> RunOutcome:
     """Steps 2-6 of the module docstring, in order."""
     settings = run.settings
     models_dir = Path(settings.models_dir)
-    current = resolve_current(models_dir)
+    served = resolve_current(models_dir)
+    current, broken = _usable_current(run, served)  # a broken served model counts as none
 
     # 2. Fingerprint: every file's bytes, the stored history, the options.
     exports = find_exports(settings.exports_dir)
@@ -270,7 +271,7 @@ def _steps(run: _Run, force: bool, lock_ok: Callable[[], bool]) -> RunOutcome:
     stats = _prepare(run, [c.path for c in good], newest_per_chat(good), excluded, data_dir)
     candidate = models_dir / models_folder.candidate_name(run.run_id, datetime.now(UTC))
     run.candidate = candidate
-    run.update(candidate_dir=str(candidate), previous_dir=str(current) if current else None)
+    run.update(candidate_dir=str(candidate), previous_dir=str(served) if served else None)
     base = str(current) if settings.retrain_from == "current" and current else None
     _train(run, data_dir, base or settings.retrain_base_model, candidate)
 
@@ -278,7 +279,11 @@ def _steps(run: _Run, force: bool, lock_ok: Callable[[], bool]) -> RunOutcome:
     split = _eval_split(data_dir, settings.retrain_eval_split)
     candidate_metrics = _evaluate(run, candidate, data_dir, split) | _input_stats(stats)
     current_metrics = _evaluate(run, current, data_dir, split) if current else None
-    accept, decision = _decide(candidate_metrics, current_metrics, settings.retrain_tolerance)
+    accept, decision = _decide(
+        candidate_metrics, current_metrics, settings.retrain_tolerance, broken
+    )
+    if broken:
+        current_metrics = {"model_dir": str(served), "unusable": broken}
     if not accept:
         run.discard_candidate()
         return _outcome(run, "rejected", decision, candidate, candidate_metrics, current_metrics)
@@ -286,7 +291,7 @@ def _steps(run: _Run, force: bool, lock_ok: Callable[[], bool]) -> RunOutcome:
     # 6. Promote atomically; keep the previous; prune the rest.
     if not lock_ok():
         raise RunFailed("lost the retrain lock before promotion (heartbeat too slow?)")
-    decision += _maybe_export_ct2(run, candidate, current)
+    decision += _maybe_export_ct2(run, candidate, served)
     models_folder.promote(models_dir, candidate)
     removed = models_folder.prune(models_dir, settings.keep_models)
     if removed:
@@ -460,6 +465,23 @@ def _eval_split(data_dir: Path, preferred: str) -> str:
     )
 
 
+def _usable_current(run: _Run, served: Path | None) -> tuple[Path | None, str | None]:
+    """The served model if it is usable, else (None, why it is not).
+
+    A broken served model is no yardstick: without its tokenizer vocabulary it scored a
+    meaningless (lower) loss, and the gate kept it in service against a real candidate. It
+    counts as no model at all, is not trained from, and a valid candidate replaces it.
+    """
+    if served is None:
+        return None, None
+    try:
+        validate(served)
+    except InputError as exc:
+        run.report(f"the served model is not usable: {exc}")
+        return None, str(exc)
+    return served, None
+
+
 def _evaluate(run: _Run, model_dir: Path, data_dir: Path, split: str) -> dict[str, Any]:
     """Loss and perplexity of one model on the held-out split (in this process)."""
     import pyarrow.parquet as pq
@@ -479,12 +501,23 @@ def _evaluate(run: _Run, model_dir: Path, data_dir: Path, split: str) -> dict[st
 
 
 def _decide(
-    candidate: dict[str, Any], current: dict[str, Any] | None, tolerance: float
+    candidate: dict[str, Any],
+    current: dict[str, Any] | None,
+    tolerance: float,
+    broken: str | None = None,
 ) -> tuple[bool, str]:
-    """Promote when the candidate is not worse than the served model by more than tolerance."""
+    """Promote when the candidate is not worse than the served model by more than tolerance.
+
+    ``broken``: why the served model is unusable (it then counts as no model).
+    """
     cand = candidate["loss"]
     if not math.isfinite(cand):
         return False, f"rejected: candidate loss is {cand}"
+    if current is None and broken:
+        return (
+            True,
+            f"promoted: the served model is not usable ({broken}); candidate loss {cand:.4f}",
+        )
     if current is None:
         return True, f"promoted: no model was in service (candidate loss {cand:.4f})"
     cur = current["loss"]
