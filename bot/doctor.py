@@ -30,9 +30,9 @@ from training.errors import InputError, first_line
 
 if TYPE_CHECKING:
     from telegram import Bot, User
-    from training.retrain.settings import RetrainSettings
 
     from bot.settings import Settings
+    from training.settings import TrainingSettings
 
 TELEGRAM_TIMEOUT_S = 10.0
 """Per Bot API call: a doctor that hangs on a dead network is no help."""
@@ -90,9 +90,8 @@ def diagnose(settings: Settings | None = None, env_file: Path | str | None = ".e
     Blocking (network and disk): the bot calls it in a worker thread. ``settings`` defaults to
     the environment and ``env_file``, as ``friendbot run`` reads them.
     """
-    from training.retrain.settings import load_settings as load_retrain_settings
-
     from bot.settings import load_settings as load_bot_settings
+    from training.settings import load_settings as load_retrain_settings
 
     checks = [check_user()]
     if settings is None:
@@ -101,7 +100,7 @@ def diagnose(settings: Settings | None = None, env_file: Path | str | None = ".e
         except InputError as exc:
             return [*checks, fail("settings", str(exc), "fix the variable in .env")]
     try:
-        retrain: RetrainSettings | None = load_retrain_settings(env_file)
+        retrain: TrainingSettings | None = load_retrain_settings(env_file)
     except InputError as exc:
         retrain = None
         checks.append(
@@ -521,7 +520,7 @@ def check_exports_dir(exports_dir: Path) -> Check:
     return ok("exports", f"{path}: writable, {found} JSON file{'s' if found != 1 else ''}")
 
 
-def check_schedule(retrain: RetrainSettings, now: datetime | None = None) -> Check:
+def check_schedule(retrain: TrainingSettings, now: datetime | None = None) -> Check:
     """When RETRAIN_CRON fires next, and who fires it. A bad expression stops the bot only
     when the schedule runs inside it (RETRAIN_IN_BOT)."""
     from training.retrain.scheduler import make_trigger

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from training.retrain.settings import RetrainSettings
 
 from bot import doctor
 from bot.cli import main
@@ -24,6 +23,7 @@ from bot.settings import Settings
 from storage.db import make_engine, upgrade
 from tests.e2e.fake_telegram import FakeChat, FakeTelegram
 from training.model.model_dir import set_current
+from training.settings import TrainingSettings
 
 GROUP = FakeChat(-1001234567890, "Climbing friends")
 OTHER = FakeChat(-1005555555555, "Board games")
@@ -308,10 +308,10 @@ def test_exports_dir(tmp_path: Path) -> None:
     assert check.status is Status.OK and check.detail.endswith("writable, 1 JSON file")
 
 
-def retrain_settings(tmp_path: Path, **extra: Any) -> RetrainSettings:
+def retrain_settings(tmp_path: Path, **extra: Any) -> TrainingSettings:
     values: dict[str, Any] = {"models_dir": tmp_path / "models", "retrain_timezone": "UTC"}
     values.update(extra)
-    return RetrainSettings(_env_file=None, **values)
+    return TrainingSettings(_env_file=None, **values)
 
 
 def test_schedule_says_when_the_next_run_is(tmp_path: Path) -> None:

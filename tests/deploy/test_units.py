@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
-from training.retrain.settings import RetrainSettings
 
 from bot.cli import main
 from storage.db import DEFAULT_DATABASE_URL
+from training.settings import TrainingSettings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PREFIX = "/opt/friendbot"  # code and virtual environment (docs/deploy.md)
@@ -81,7 +81,7 @@ def test_each_service_may_write_where_friendbot_writes_and_nowhere_else(name: st
     service = unit(name)["Service"]
     writable = [Path(p) for p in one(service, "ReadWritePaths").split()]
     assert writable == [Path(HOME, "data"), Path(HOME, "models"), Path(HOME, "exports")]
-    retrain = RetrainSettings(_env_file=None)
+    retrain = TrainingSettings(_env_file=None)
     database = Path(str(make_url(DEFAULT_DATABASE_URL).database))
     defaults = [database, retrain.models_dir, retrain.exports_dir, retrain.retrain_work_dir]
     for relative in defaults:  # every default place friendbot writes, below HOME

@@ -112,6 +112,7 @@ class TrainConfig:
         positive = {
             "--epochs": self.epochs if self.epochs is not None else 1,
             "--grad-accum": self.grad_accum,
+            "--min-examples": self.min_examples,
             "--eval-every": self.eval_every,
             "--checkpoint-every": self.checkpoint_every,
             "--log-every": self.log_every,
