@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from training.data.prepare import PrepareStats
 
 _out = Console()
+_err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -33,9 +34,12 @@ def chats(
     export: Annotated[Path, typer.Argument(help="A Telegram Desktop export (result.json).")],
 ) -> None:
     """List the chats in an export: id (Bot API form), type, name and message count."""
-    from training.data.export import list_chats
+    from training.data.export import list_chats, utf8_warning
+    from training.data.utf8 import InvalidUtf8
 
-    found = list_chats(export)
+    invalid_utf8 = InvalidUtf8()
+    found = list_chats(export, invalid_utf8)
+    _warn(utf8_warning(export, invalid_utf8))
     table = Table()
     for column in ("id", "type", "name", "messages"):
         table.add_column(column, justify="right" if column in ("id", "messages") else "left")
@@ -95,6 +99,14 @@ def prepare(
     workers: Annotated[
         int, typer.Option(help="Processes decoding a large export; 0: one per idle core (max 4).")
     ] = 0,
+    allow_single_speaker: Annotated[
+        bool,
+        typer.Option(
+            "--allow-single-speaker",
+            help="Prepare a chat with fewer than two people to imitate (a channel, saved "
+            "messages, a bot chat) instead of refusing it.",
+        ),
+    ] = False,
 ) -> None:
     """Turn Telegram exports into conversation -> response pairs (train/validation/test)."""
     from training.data.prepare import PrepareOptions
@@ -115,9 +127,17 @@ def prepare(
         seed=seed,
         workers=workers,
         progress=True,
+        allow_single_speaker=allow_single_speaker,
     )
     stats = run_prepare(exports, out, options)
+    for warning in stats.warnings:
+        _warn(warning)
     _print_stats(stats, out)
+
+
+def _warn(line: str | None) -> None:
+    if line:
+        _err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _parse_split(text: str) -> tuple[float, float, float]:
