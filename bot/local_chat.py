@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -18,6 +19,7 @@ from bot.replies import Reply, UsageError
 from bot.responder import GenerationTimeout
 from bot.service import FriendBot, TextMessage
 from bot.settings import Settings
+from training.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +162,33 @@ class LocalChat:
         return int(last or 0)
 
 
+def prepare_stdin() -> None:
+    """Make standard input safe to read lines from, before anything slow starts.
+
+    A closed descriptor (``friendbot chat <&-``, a service without stdin) is one clear error
+    rather than a traceback once the models have loaded. Bytes that are not valid in the
+    input encoding (a Latin-1 terminal, a binary pipe) are read as U+FFFD: with strict
+    decoding the line raised, and with Python's ``surrogateescape`` it reached the database
+    writer, which then failed and dropped it.
+    """
+    stdin = sys.stdin
+    if stdin is None or stdin.closed:
+        raise InputError(
+            "standard input is closed: `friendbot chat` reads your lines from it "
+            "(run it in a terminal, or pipe lines in; < /dev/null just ends the chat)"
+        )
+    reconfigure = getattr(stdin, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="replace")
+
+
 def run_local_chat(settings: Settings, *, you: str = "You", chat_id: int = LOCAL_CHAT_ID) -> None:
     """Start the bot's machinery without Telegram and chat in this terminal until quit."""
     from rich.console import Console
     from rich.markup import escape
     from rich.text import Text
 
+    prepare_stdin()
     console = Console(highlight=False)
 
     def show(speaker: str | None, text: str) -> None:
@@ -178,6 +201,9 @@ def run_local_chat(settings: Settings, *, you: str = "You", chat_id: int = LOCAL
         try:
             return await asyncio.to_thread(console.input, f"[bold]{escape(you)}[/bold]> ")
         except EOFError:
+            return None
+        except (OSError, RuntimeError) as exc:  # the input went away mid-chat (EBADF, EIO)
+            console.print(Text(f"standard input: {exc}; leaving", style="dim"))
             return None
 
     async def main() -> None:

@@ -7,6 +7,8 @@ Pure functions only (no Telegram, no model), so the rules are unit-tested direct
 - The chat model answers ``Sender: text``: it picks who speaks. The bot accepts that choice only
   for a friend it knows who has not opted out, and prefers not to answer the person who asked
   in their own voice; otherwise it asks again with a persona line (``reply as NAME:``).
+  A placeholder (a deleted account, a chat posting as itself) is never a friend:
+  ``training.formatting.is_placeholder_sender``, the test training applies to responses.
 - Posts read ``<b>Hugo</b>: text`` (HTML parse mode; everything from users or the model is
   escaped).
 - /paraphrase and /joke send a task model (a trained task model, or the base FLAN-T5) the very
@@ -22,7 +24,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from training.formatting import build_prompt, clean_text, format_turn, parse_turn
+from training.formatting import (
+    build_prompt,
+    clean_text,
+    format_turn,
+    is_placeholder_sender,
+    parse_turn,
+)
 from training.model import tasks
 
 TELEGRAM_MAX_CHARS = 4096
@@ -77,21 +85,27 @@ def same_name(a: str, b: str) -> bool:
 
 @dataclass(frozen=True)
 class Friends:
-    """Who the bot may speak as: known names minus those who opted out."""
+    """Who the bot may speak as: known names minus those who opted out and placeholders."""
 
     known: tuple[str, ...]
     blocked: frozenset[str]  # casefolded names (display names and usernames) of opted-out members
 
     @classmethod
     def build(cls, names: Iterable[str], blocked_names: Iterable[str]) -> Friends:
-        """Known names in first-seen order, de-duplicated; opted-out names removed."""
+        """Known names in first-seen order, de-duplicated; opted-out names removed.
+
+        "Deleted Account" and the like are dropped too: a model trained before training
+        left them out lists them among its speakers (``friendbot.json``), and a reply signed
+        by one is the first thing a chat notices.
+        """
         blocked = frozenset(clean_text(n).casefold() for n in blocked_names if clean_text(n))
         seen: dict[str, str] = {}
         for name in names:
             name = clean_text(name)
             key = name.casefold()
-            if name and key not in blocked and key not in seen:
-                seen[key] = name
+            if is_placeholder_sender(name) or key in blocked or key in seen:
+                continue
+            seen[key] = name
         return cls(tuple(seen.values()), blocked)
 
     def is_blocked(self, name: str) -> bool:

@@ -38,7 +38,7 @@ from bot.replies import (
 )
 from bot.responder import Responder
 from bot.serving import ModelHolder, ServedModels, load_models
-from training.formatting import build_prompt
+from training.formatting import build_prompt, is_placeholder_sender
 
 if TYPE_CHECKING:
     from bot.engine import ReplyEngine
@@ -310,7 +310,13 @@ class FriendBot:
             recent = recent_messages(session, chat_id, window)
             bots = set(session.scalars(select(Member.user_id).where(Member.is_bot)))
         lines = context_lines(recent[-self.settings.history_size :])
-        names = [m.sender_name for m in recent if m.from_bot or m.sender_id not in bots]
+        # people only: no other bots, no chat posting as itself (a negative sender id)
+        names = [
+            m.sender_name
+            for m in recent
+            if (m.from_bot or m.sender_id not in bots)
+            and not is_placeholder_sender(m.sender_name, m.sender_id)
+        ]
         if self.models.loaded:
             names += [str(n) for n in self.models.current.chat.info.get("speakers") or []]
         blocked = [name for names_ in self._opted_out.values() for name in names_]

@@ -162,6 +162,7 @@ class TrainingRun(Base):
     current_metrics: Mapped[dict[str, Any] | None]
     decision: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(300))  # "host:pid:id" of its process
 
     def __repr__(self) -> str:
         return (

@@ -30,11 +30,15 @@ _FIELDS = frozenset(
 )
 
 
-def start_run(session: Session, trigger: str) -> TrainingRun:
-    """Insert a ``running`` run and return it with its id (flushed, not committed)."""
+def start_run(session: Session, trigger: str, owner: str | None = None) -> TrainingRun:
+    """Insert a ``running`` run and return it with its id (flushed, not committed).
+
+    ``owner`` names the process doing it (``storage.locks.make_holder``'s ``host:pid:id``),
+    so that a reader can tell a run whose process is gone from one still going.
+    """
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {sorted(TRIGGERS)}, got {trigger!r}")
-    run = TrainingRun(status=RUNNING, trigger=trigger, started_at=utcnow())
+    run = TrainingRun(status=RUNNING, trigger=trigger, started_at=utcnow(), owner=owner)
     session.add(run)
     session.flush()
     return run

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 PERSONA_PREFIX = "reply as"
+DELETED_ACCOUNT = "Deleted Account"
+"""The name an export gives a sender whose account was deleted (``from: null``)."""
+_PLACEHOLDER_NAMES = frozenset({"", DELETED_ACCOUNT.casefold()})
+_CHAT_SENDER_PREFIXES = ("channel", "chat")  # export ``from_id`` forms of a chat speaking
 
 
 def clean_text(text: str) -> str:
@@ -26,6 +30,33 @@ def clean_text(text: str) -> str:
 def format_turn(sender: str, text: str) -> str:
     """Render one message as the ``Sender: text`` line the model reads and writes."""
     return f"{clean_text(sender)}: {clean_text(text)}"
+
+
+def is_placeholder_sender(name: str | None, sender_id: str | int | None = None) -> bool:
+    """True for a sender who is no friend to imitate, whose lines are context only.
+
+    A deleted account (``from: null``, "Deleted Account") has no voice of its own, and a chat
+    speaking as itself (an anonymous admin posting as the group, a channel's post in its
+    discussion group) is a signature, not a person. Signing a reply with either is what a
+    user notices first, so neither may be a pair's response, a persona or a speaker the bot
+    picks. One test for training and the bot: ``sender_id`` is an export's ``from_id``
+    (``user1``, ``channel2``) or a Telegram id (negative for chats, as the Bot API writes a
+    ``sender_chat``); None when unknown. It is the OR of :func:`is_placeholder_name` and
+    :func:`is_chat_sender`, which columnar code applies to names and ids separately.
+    """
+    return is_placeholder_name(name) or is_chat_sender(sender_id)
+
+
+def is_placeholder_name(name: str | None) -> bool:
+    """True for a missing name or "Deleted Account" (any case or spacing)."""
+    return name is None or clean_text(name).casefold() in _PLACEHOLDER_NAMES
+
+
+def is_chat_sender(sender_id: str | int | None) -> bool:
+    """True for a sender id naming a group or channel rather than a user."""
+    if isinstance(sender_id, str):
+        return sender_id.startswith(_CHAT_SENDER_PREFIXES)
+    return isinstance(sender_id, int) and sender_id < 0
 
 
 def persona_line(persona: str) -> str:

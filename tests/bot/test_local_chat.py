@@ -126,3 +126,47 @@ def test_history_of_a_missing_database_is_one_clear_error(
     assert result.exit_code != 0
     assert "no friendbot database" in str(result.exception)
     assert not (tmp_path / "none.db").exists()
+
+
+def test_chat_with_stdin_closed_is_one_line_not_a_traceback(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """`friendbot chat <&-` (a service unit without stdin): the installed command."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", "MODEL_DIR": str(tiny_model_dir),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}"}  # fmt: skip
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("friendbot")), "chat"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert done.returncode == 2, done.stderr
+    assert "standard input is closed" in done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "chat.db").exists()  # refused before anything started
+
+
+def test_invalid_utf8_on_stdin_is_read_as_replacement_characters(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'chat.db'}")
+    monkeypatch.setenv("MODEL_DIR", str(tiny_model_dir))
+    monkeypatch.setenv("MAX_NEW_TOKENS", "4")
+    app = typer.Typer()
+    cli_bot.register(app)
+    runner = CliRunner()
+    result = runner.invoke(app, ["chat", "--name", "Tester"], input=b"Bob: caf\xe9 ok\nhi\n")
+    assert result.exit_code == 0, result.output
+    history = runner.invoke(app, ["history", str(LOCAL_CHAT_ID), "--json"])
+    humans = [
+        (r["sender_name"], r["text"]) for r in json.loads(history.output) if not r["from_bot"]
+    ]
+    assert humans == [("Bob", "caf\ufffd ok"), ("Tester", "hi")]

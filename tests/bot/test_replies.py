@@ -67,6 +67,13 @@ def test_friends_are_deduplicated_and_opted_out_removed() -> None:
     assert FRIENDS.find("Carol") is None and FRIENDS.find("Stranger") is None
 
 
+def test_placeholders_are_never_friends() -> None:
+    friends = Friends.build(["Deleted Account", "Alice", " deleted   ACCOUNT ", ""], [])
+    assert friends.known == ("Alice",)
+    assert friends.pick(random.Random(0), avoid=["Alice"]) == "Alice"
+    assert choose_reply(["Deleted Account: could be good"], friends) is None
+
+
 def test_pick_prefers_someone_other_than_the_asker() -> None:
     rng = random.Random(0)
     picks = {FRIENDS.pick(rng, avoid=["alice"]) for _ in range(50)}

@@ -278,3 +278,31 @@ async def test_retention_prunes_at_start(tmp_path: Path, chat_engine: ScriptedEn
         assert stored(second) == [("Bob", "recent", False)]
     finally:
         second.stop()
+
+
+async def test_never_speaks_as_a_deleted_account_or_a_chat(tmp_path: Path) -> None:
+    """An older model lists "Deleted Account" among its speakers and the model names it; an
+    anonymous admin's post is stored under the group's (negative) id: neither is a friend."""
+    engine = ScriptedEngine(
+        lambda p: (
+            ["Deleted Account: could be good", "Someone: admin notice"]
+            if "reply as" not in p
+            else ["could be good"]
+        ),
+        info={"speakers": ["Deleted Account", "Bob", "deleted  account"]},
+    )
+    service = FriendBot(make_settings(tmp_path), loader=served(engine))
+    service.start()
+    try:
+        say(service, GROUP, "admin notice")  # an anonymous admin: the group's sender_chat
+        say(service, -1001234, "posted as the linked channel")
+        say(service, ALICE, "hi bot", addressed=True)
+        _, friends = await service.context(GROUP)
+        assert friends.known == ("Alice", "Bob")
+        for _ in range(5):
+            reply = await service.reply_in_character(GROUP, "Alice")
+            assert reply == Reply("Bob", "could be good")
+        joke = await service.joke(GROUP, "", "Alice")
+        assert joke.speaker == "Bob"
+    finally:
+        service.stop()

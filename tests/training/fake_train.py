@@ -7,7 +7,8 @@ options and, by mode:
 - ``copy SRC``: writes a copy of model directory SRC to --out (as training would, atomically);
 - ``crash``: prints a traceback-like line and exits with status 3;
 - ``kill``: dies by SIGKILL (as the out-of-memory killer would do);
-- ``slow LOG SECONDS``: appends "start"/"end" times to LOG around a sleep, then exits 1.
+- ``slow LOG SECONDS``: appends "pid PID" and "start"/"end" times to LOG around a sleep, then
+  exits 1.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main() -> None:
     elif args.mode == "slow":
         log, seconds = Path(args.extra[0]), float(args.extra[1])
         with open(log, "a") as f:
-            f.write(f"start {time.time()}\n")
+            f.write(f"pid {os.getpid()}\nstart {time.time()}\n")
         time.sleep(seconds)
         with open(log, "a") as f:
             f.write(f"end {time.time()}\n")

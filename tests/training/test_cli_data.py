@@ -109,3 +109,45 @@ def test_invalid_json_exits_2_with_the_position(tmp_path: Path) -> None:
     code, out = friendbot("prepare", str(bad), "--out", str(tmp_path / "x"))
     assert code == 2
     assert "bad.json: invalid JSON at line 5" in out
+
+
+def test_a_channel_is_refused_in_one_line_unless_allowed(tmp_path: Path) -> None:
+    posts = [
+        {"id": i, "type": "message", "date_unixtime": str(1717243200 + 60 * i),
+         "from": "Daily News", "from_id": "channel777", "text": f"headline {i}"}
+        for i in range(1, 30)
+    ]  # fmt: skip
+    channel = tmp_path / "channel.json"
+    channel.write_text(json.dumps({"name": "Daily News", "type": "public_channel", "id": 777,
+                                   "messages": posts}, indent=1))  # fmt: skip
+    code, out = friendbot("prepare", str(channel), "--out", str(tmp_path / "x"))
+    assert code == 2, out
+    assert "1 speaker(s) in chat Daily News (public_channel): Daily News" in out
+    assert "--allow-single-speaker" in out and out.strip().count("\n") == 0
+    assert not (tmp_path / "x").exists()
+
+    code, out = friendbot(
+        "prepare", str(channel), "--out", str(tmp_path / "y"), "--allow-single-speaker"
+    )
+    assert code == 0, out
+    assert "responses by Daily News" in out
+
+
+def test_invalid_utf8_is_a_warning_with_the_offset_in_chats_and_prepare(tmp_path: Path) -> None:
+    data = (EXPORTS / "single_chat.json").read_bytes().replace(b"first session", b"fi\xffrst", 1)
+    damaged = tmp_path / "damaged.json"
+    damaged.write_bytes(data)
+    bad = data.index(b"\xff")
+    expected = (
+        "damaged.json: 1 invalid UTF-8 byte sequence(s) read as U+FFFD; the first at "
+        f"byte {bad} (line 44, column 24)"
+    )
+    code, out = friendbot("chats", str(damaged))
+    assert code == 0 and "Climbing Club" in out and "25" in out
+    assert expected in out and "warning: " in out
+    code, out = friendbot("prepare", str(damaged), "--out", str(tmp_path / "club"))
+    assert code == 0, out
+    assert expected in out
+    stats = json.loads((tmp_path / "club" / "stats.json").read_text())
+    assert stats["files"][0]["invalid_utf8"]["count"] == 1
+    assert stats["warnings"] == [out.split("warning: ", 1)[1].split("\n", 1)[0]]

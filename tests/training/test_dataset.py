@@ -67,8 +67,10 @@ def test_context_stays_in_its_session(sample: tuple[Path, object]) -> None:
     for _, session in frame.groupby("session_id"):
         lines = {line for c in session["conversation"] for line in c.split("\n")}
         assert session["conversation"].str.count("\n").max() <= 9  # at most 10 turns
-        # every context line is a turn of this session: a response, or the opener
-        assert len(lines - set(session["response"])) <= 1
+        # every context line is a turn of this session: a response, the opener, or a line of
+        # the deleted account (context, never a response)
+        others = {line for line in lines - set(session["response"])}
+        assert len({line for line in others if not line.startswith("Deleted Account: ")}) <= 1
 
 
 def test_same_input_same_output(sample: tuple[Path, object], tmp_path: Path) -> None:
@@ -80,20 +82,23 @@ def test_same_input_same_output(sample: tuple[Path, object], tmp_path: Path) -> 
 
 def test_pairs_of_the_fixture_chat(tmp_path: Path) -> None:
     out = tmp_path / "club"
-    prepare([EXPORTS / "single_chat.json"], out, PrepareOptions(split=(1.0, 0.0, 0.0)))
+    stats = prepare([EXPORTS / "single_chat.json"], out, PrepareOptions(split=(1.0, 0.0, 0.0)))
     train = load(out)["train"].sort_values("message_id")
     assert train["response"].tolist() == [
         "Ben: sure 10am works",
         "Cleo: 👍",
         "Dan: look at this wall",
-        "Deleted Account: i used to climb here",
+        # message 10 (a deleted account) is no one to imitate: context only, no pair
         # message 14 opens the second session: no pair
         "Ben: edited text",
         "Ann: @ben_k check this 🔥",
-        "Climbing Club: Admin notice: gym closed monday",
+        # message 19 (an anonymous admin posting as the group): context only, no pair
         "Dan: nice one",
         "Ben: only entities",
     ]
+    assert stats.pairs_skipped["not_a_person"] == 2
+    assert stats.speakers == 4  # Ann, Ben, Cleo, Dan
+    assert train["conversation"].str.contains("Climbing Club: Admin notice").any()
     last = train.iloc[-1]["conversation"].split("\n")
     assert last[0] == "Ann: line one line two with spaces"  # not the first session's lines
     assert len(last) == 5
@@ -235,3 +240,122 @@ def test_options_accept_single_values_and_lists() -> None:
     assert options.chat == ("Weekend Crew",)
     assert options.exclude == ("Bob", "user5")
     assert options.speakers == ("a", "b")
+
+
+# --- duplicates: the first file's copy decides, skipped or not --------------------------------
+
+
+def _club_export(path: Path, messages: list[dict]) -> Path:
+    """A single-chat export of the Climbing Club holding ``messages``."""
+    data = {"name": "Climbing Club", "type": "private_supergroup", "id": 1555000111,
+            "messages": messages}  # fmt: skip
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=1))
+    return path
+
+
+def _message(mid: int, sender: str, text: str, **fields: object) -> dict:
+    return {
+        "id": mid, "type": "message", "date_unixtime": str(1717243200 + 60 * mid),
+        "from": sender, "from_id": f"user{100 + len(sender)}", "text": text, **fields,
+    }  # fmt: skip
+
+
+def test_a_message_skipped_in_the_first_file_is_not_kept_from_the_second(tmp_path: Path) -> None:
+    """Export A has message 3 as a bare photo; a later export B has it captioned."""
+    common = [_message(1, "Ann", "who is in"), _message(2, "Ben", "me")]
+    service = {"id": 5, "type": "service", "date_unixtime": "1717243500", "action": "pin_message"}
+    a = _club_export(tmp_path / "a.json", [
+        *common, _message(3, "Cleo", "", photo="(File not included.)"), service,
+        _message(4, "Ann", "nice")])  # fmt: skip
+    b = _club_export(tmp_path / "b.json", [
+        *common, _message(3, "Cleo", "look at this wall", photo="(File not included.)"), service,
+        _message(4, "Ann", "nice"), _message(6, "Ben", "see you")])  # fmt: skip
+    out = tmp_path / "both"
+    stats = prepare([a, b], out, PrepareOptions(split=(1.0, 0.0, 0.0), min_context=0))
+    train = load(out)["train"].sort_values("message_id")
+    assert train["message_id"].tolist() == [1, 2, 4, 6]  # 3 stays skipped: file A comes first
+    assert not train["response"].str.contains("look at this wall").any()
+    # every message read is counted once: B's copies of 1-5 are duplicates, whatever they were
+    assert stats.skipped == {"duplicate": 5, "media_only": 1, "service": 1}
+    assert stats.messages_read == 11 == stats.messages_kept + sum(stats.skipped.values())
+
+    reverse = prepare([b, a], tmp_path / "reverse", PrepareOptions(split=(1.0, 0.0, 0.0)))
+    assert reverse.skipped == {"duplicate": 5, "service": 1}  # B first: its caption is kept
+    assert "Cleo" in reverse.pairs_per_speaker
+
+
+# --- who may be imitated ----------------------------------------------------------------------
+
+
+def _export(path: Path, chat_type: str, senders: list[tuple[str | None, str]]) -> Path:
+    """A single chat of ``chat_type`` whose messages come from (from, from_id) in turn."""
+    messages = [
+        {"id": i, "type": "message", "date_unixtime": str(1717243200 + 60 * i), "from": name,
+         "from_id": from_id, "text": f"post number {i}"}
+        for i, (name, from_id) in enumerate(senders * 4, start=1)
+    ]  # fmt: skip
+    data = {"name": "Some Chat" if chat_type != "saved_messages" else None, "type": chat_type,
+            "id": 4242, "messages": messages}  # fmt: skip
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=1))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("chat_type", "senders", "expected"),
+    [
+        ("public_channel", [("Some Chat", "channel4242")], r"1 speaker\(s\) in chat Some Chat "
+         r"\(public_channel\): Some Chat"),
+        ("saved_messages", [("Ann", "user101")], r"1 speaker\(s\) in chat \(no name\) "
+         r"\(saved_messages\): Ann"),
+        # a bot chat's id is the bot's: its answers are no person's
+        ("bot_chat", [("Ann", "user101"), ("Weather Bot", "user4242")], r"1 speaker\(s\).*"
+         r"\(bot_chat\): Ann"),
+        ("private_supergroup", [("Ann", "user101"), (None, "user999")], r"1 speaker\(s\).*: Ann"),
+    ],
+)  # fmt: skip
+def test_fewer_than_two_people_is_refused_unless_allowed(
+    chat_type: str, senders: list, expected: str, tmp_path: Path
+) -> None:
+    export = _export(tmp_path / "one.json", chat_type, senders)
+    with pytest.raises(InputError, match=expected + r".*--allow-single-speaker") as info:
+        prepare([export], tmp_path / "x", PrepareOptions())
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "x").exists()
+
+    options = PrepareOptions(allow_single_speaker=True, split=(1.0, 0.0, 0.0))
+    stats = prepare([export], tmp_path / "y", options)
+    assert stats.speakers == 1 and len(stats.pairs_per_speaker) == 1
+    assert json.loads((tmp_path / "y" / "stats.json").read_text())["options"][
+        "allow_single_speaker"
+    ]
+
+
+def test_deleted_accounts_and_chats_are_context_never_responses(tmp_path: Path) -> None:
+    senders = [("Ann", "user101"), (None, "user999"), ("Ben", "user102"),
+               ("Some Chat", "channel4242"), ("Linked Channel", "channel777")]  # fmt: skip
+    export = _export(tmp_path / "group.json", "private_supergroup", senders)
+    out = tmp_path / "group"
+    stats = prepare([export], out, PrepareOptions(split=(1.0, 0.0, 0.0), session_gap=600))
+    train = load(out)["train"]
+    assert set(train["sender"]) == {"Ann", "Ben"}
+    assert stats.speakers == 2 and stats.pairs_skipped["not_a_person"] == 12
+    context = "\n".join(train["conversation"])
+    for line in ("Deleted Account: post", "Some Chat: post", "Linked Channel: post"):
+        assert line in context
+
+
+def test_stored_anonymous_admin_posts_are_no_speaker(tmp_path: Path) -> None:
+    """The bot stores a sender_chat's post under the chat's negative id."""
+    from training.data.messages import stored_sender_id
+
+    extra = [
+        ChatMessage(-42, i, name, stored_sender_id(sid, -42), 1000 + i, f"m{i}")
+        for i, (name, sid) in enumerate(
+            [("Ann", 5), ("The Group", -1001234), ("Ben", 6), ("News", -1000000000777)] * 2,
+            start=1,
+        )
+    ]
+    assert [m.sender_id for m in extra[:4]] == ["user5", "chat1001234", "user6", "channel777"]
+    options = PrepareOptions(split=(1.0, 0.0, 0.0))
+    stats = prepare([], tmp_path / "db", options, extra_messages=extra)
+    assert set(stats.pairs_per_speaker) == {"Ann", "Ben"}

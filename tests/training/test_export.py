@@ -328,3 +328,78 @@ def test_empty_file(tmp_path: Path) -> None:
     empty.write_text("")
     with pytest.raises(InputError, match=r"empty\.json: invalid JSON.*empty"):
         list_chats(empty)
+
+
+# --- bytes that are not UTF-8 -----------------------------------------------------------------
+
+
+def _damaged(tmp_path: Path, minified: bool = False) -> tuple[Path, list[int]]:
+    """The single-chat fixture with two damaged messages; the offsets of the bad bytes."""
+    text = SINGLE.read_text(encoding="utf-8")
+    if minified:
+        text = json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+    data = text.encode("utf-8")
+    cut_emoji = "🔥".encode()[:2]  # an emoji cut in half, then more text
+    data = data.replace(b"first session", b"fi\xffrst session", 1)
+    data = data.replace(b"only entities", b"only " + cut_emoji + b" entities", 1)
+    offsets = [data.index(b"\xff"), data.index(cut_emoji + b" entities")]
+    path = tmp_path / "damaged.json"
+    path.write_bytes(data)
+    return path, offsets
+
+
+@pytest.mark.parametrize(("minified", "workers"), [(False, 1), (False, 2), (True, 1)])
+def test_invalid_utf8_is_read_as_replacement_characters_and_placed(
+    minified: bool, workers: int, tmp_path: Path
+) -> None:
+    from training.data.utf8 import InvalidUtf8
+
+    path, offsets = _damaged(tmp_path, minified)
+    read = read_export(path, ChatSelector(), Rules(), workers=workers)
+    assert read.reader == ("streaming" if minified else "fast")
+    got = {r["message_id"]: r["text"] for r in rows(read)}
+    assert got[3] == "hey all, fi\ufffdrst session on saturday?"
+    assert got[25] == "only \ufffd entities"
+    assert read.read == 25  # nothing lost around the damage
+    assert read.invalid_utf8.count >= 2 and read.invalid_utf8.offsets[0] == offsets[0]
+    (warning,) = read.warnings()
+    assert f"first at byte {offsets[0]} (line " in warning and "U+FFFD" in warning
+    # `friendbot chats` reads the same file alike: it lists it and finds the same bytes
+    found = InvalidUtf8()
+    assert [c.messages for c in list_chats(path, found)] == [25]
+    assert found.to_dict() == read.invalid_utf8.to_dict()
+
+
+def test_invalid_utf8_in_a_chat_name(tmp_path: Path) -> None:
+    data = SINGLE.read_bytes().replace(b'"Climbing Club"', b'"Climbing \xc3Club"', 1)
+    path = tmp_path / "name.json"
+    path.write_bytes(data)
+    read = read_export(path, ChatSelector(), Rules())
+    assert [c.name for c in read.chats] == ["Climbing \ufffdClub"]
+    bad = data.index(b"\xc3Club")
+    assert f"at byte {bad} " in read.warnings()[0]
+
+
+def test_a_bad_byte_outside_any_string_is_still_invalid_json(tmp_path: Path) -> None:
+    lines = SINGLE.read_bytes().split(b"\n")
+    lines[41] = lines[41].replace(b'"from":', b'"from":\xff')  # line 42, inside message 3
+    path = tmp_path / "broken.json"
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(InputError, match=r"broken\.json: invalid JSON at line 42"):
+        read_export(path, ChatSelector(), Rules())
+
+
+def test_skipped_messages_leave_their_ids_and_reasons() -> None:
+    from training.data.messages import SKIP_CODES
+
+    read = read_export(SINGLE, ChatSelector(), Rules(bots=member_keys(["dan"])))
+    skipped = {}
+    for part in read.skipped_ids:
+        assert set(part.chat_id.tolist()) == {CLUB}
+        for mid, code in zip(part.message_id.tolist(), part.code.tolist(), strict=True):
+            skipped[mid] = SKIP_CODES[code]
+    counts: dict[str, int] = {}
+    for reason in skipped.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    assert counts == dict(read.skipped)  # every skip but id-less malformed ones has its id
+    assert skipped[1] == "service" and "bot" in skipped.values()

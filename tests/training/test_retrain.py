@@ -371,3 +371,94 @@ def test_stored_history_after_the_export_is_trained_on(ws: Workspace) -> None:
     with sessions() as session:
         fingerprints = session.scalars(select(TrainingRun.inputs_fingerprint)).all()
     assert len(set(fingerprints)) == 2
+
+
+# --- a run's process and its training child -----------------------------------------------------
+
+
+def test_a_running_run_whose_process_is_gone_shows_as_interrupted(ws: Workspace) -> None:
+    from training.retrain.pipeline import run_record
+
+    host = socket.gethostname()
+    owners = {
+        "dead": f"{host}:{2**22 + 12345}:deadbeef",  # no such pid on this host
+        "alive": f"{host}:1:init",  # pid 1 always exists
+        "elsewhere": f"not-{host}:{2**22 + 12345}:remote",  # cannot tell: shown as stored
+        "unknown": None,  # recorded before runs had owners
+    }
+    with ws.sessions().begin() as session:
+        ids = {name: start_run(session, "cli", owner=owner).id for name, owner in owners.items()}
+    records = {name: run_record(ws.record(run_id)) for name, run_id in ids.items()}
+    assert records["dead"]["status"] == "interrupted"
+    assert f"({host}, pid {2**22 + 12345}) is gone" in records["dead"]["error"]
+    assert {records[n]["status"] for n in ("alive", "elsewhere", "unknown")} == {"running"}
+    assert ws.record(ids["dead"]).status == "running"  # shown, not rewritten
+
+
+def test_a_run_records_the_process_that_owns_it(ws: Workspace) -> None:
+    import os
+
+    outcome = ws.run()
+    owner = ws.record(outcome.run_id).owner
+    assert owner.split(":")[:2] == [socket.gethostname(), str(os.getpid())]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_the_training_childs_own_children_die_with_the_retrain(tmp_path: Path) -> None:
+    """A launcher's workers (torchrun) share the child's group: the guard stops them all."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "worker.pid"
+    script = (
+        "import sys; from pathlib import Path; from training.retrain.pipeline import run_child;"
+        "run_child(['sh', '-c', 'sleep 60 & echo $! > ' + sys.argv[1] + '; wait'],"
+        " Path(sys.argv[2]), None, False)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(pid_file), str(tmp_path / "l")])
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.05)
+        worker = int(pid_file.read_text())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{worker}").exists() and "Z" not in _state(worker):
+            assert time.monotonic() < deadline, "the child's own child outlived the retrain"
+            time.sleep(0.05)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_a_channel_export_is_left_out_unless_single_speakers_are_allowed(ws: Workspace) -> None:
+    channel = export_dict(speakers={"Daily News": ["breaking: {t}"]}, name="Daily News",
+                          chat_id=777, sessions=4)  # fmt: skip
+    channel["type"] = "public_channel"
+    for message in channel["messages"]:
+        message["from_id"] = "channel777"
+    write_export(ws.exports / "news.json", channel)
+
+    outcome = ws.run()
+    assert outcome.status == "promoted"  # trained on the group alone
+    assert outcome.candidate_metrics["exports"] == ["crew.json"]
+    assert "news.json: 1 speaker(s) in chat Daily News (public_channel)" in outcome.error
+    assert '"allow_single_speaker": true' in outcome.error
+
+    allowed = ws.with_settings(
+        retrain_prepare_options={"context": 3, "allow_single_speaker": True}
+    ).run()
+    assert allowed.error is None
+    assert sorted(allowed.candidate_metrics["exports"]) == ["crew.json", "news.json"]

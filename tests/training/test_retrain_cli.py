@@ -153,3 +153,69 @@ def test_a_stopped_retrain_records_why_and_stops_its_training(
     monkeypatch.setenv("RETRAIN_TRAIN_COMMAND", fake_train_command("crash"))
     _, out = friendbot("retrain")  # the lock was released: a new run goes ahead
     assert "run #2: failed" in out and "exit status 3" in out
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead, only not reaped yet
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_a_killed_retrain_takes_its_training_along_and_shows_as_interrupted(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL (the OOM killer, kill -9): nothing in the retrain process runs any more."""
+    import subprocess
+    import sys
+    import time
+
+    log = env / "slow.log"
+    monkeypatch.setenv("RETRAIN_TRAIN_COMMAND", fake_train_command("slow", str(log), "60"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training.cli", "retrain"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.exists() and "start" in log.read_text()):
+            assert time.monotonic() < deadline, "training never started"
+            assert proc.poll() is None, "retrain exited early"
+            time.sleep(0.1)
+        child = int(log.read_text().split("pid ", 1)[1].split()[0])
+        code, out = friendbot("runs", "--run", "1")
+        assert json.loads(out)["status"] == "running"  # alive: shown as it is
+
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _pid_alive(child):
+            assert time.monotonic() < deadline, "the training child outlived its retrain"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    code, out = friendbot("runs", "--run", "1")
+    run = json.loads(out)
+    assert run["status"] == "interrupted" and "is gone" in run["error"]
+    code, out = friendbot("runs")
+    assert code == 0 and "interrupted" in out and "running" not in out
+    # showing it wrote nothing: the record is closed by the next retrain, not by `runs`
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{env / 'friendbot.db'}")
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT status FROM training_runs")).scalars().all()
+    engine.dispose()
+    assert stored == ["running"]
+    monkeypatch.setenv("RETRAIN_TRAIN_COMMAND", fake_train_command("crash"))
+    friendbot("retrain")
+    _, out = friendbot("runs", "--run", "1")
+    assert json.loads(out)["status"] == "failed"

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from training.data.prepare import PrepareStats
 
 _out = Console()
+_err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -35,9 +36,12 @@ def chats(
     export: Annotated[Path, typer.Argument(help="A Telegram Desktop export (result.json).")],
 ) -> None:
     """List the chats in an export: id (Bot API form), type, name and message count."""
-    from training.data.export import list_chats
+    from training.data.export import list_chats, utf8_warning
+    from training.data.utf8 import InvalidUtf8
 
-    found = list_chats(export)
+    invalid_utf8 = InvalidUtf8()
+    found = list_chats(export, invalid_utf8)
+    _warn(utf8_warning(export, invalid_utf8))
     table = Table()
     for column in ("id", "type", "name", "messages"):
         table.add_column(column, justify="right" if column in ("id", "messages") else "left")
@@ -64,7 +68,14 @@ def prepare(
     from training.data.prepare import prepare as run_prepare
 
     stats = run_prepare(exports, out, replace(options, progress=True))
+    for warning in stats.warnings:
+        _warn(warning)
     _print_stats(stats, out)
+
+
+def _warn(line: str | None) -> None:
+    if line:
+        _err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_stats(stats: PrepareStats, out: Path) -> None:

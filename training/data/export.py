@@ -7,6 +7,8 @@ and only those columns are held, never the raw JSON. A file the fast scanner can
 decode, so an odd but valid layout is never mistaken for bad JSON.
 
 Every problem a user can fix becomes :class:`training.errors.InputError` naming the file.
+Invalid UTF-8 is not one of them: ``chats`` and ``prepare`` both read such a file with U+FFFD
+in place of the bad bytes and warn with the offset of the first (``training.data.utf8``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,16 @@ from training.data.export_layout import (
     scan_streaming,
 )
 from training.data.messages import GROUP_TYPES, ChatMessage
-from training.data.normalize import SCHEMA, Extracted, Normalized, Rules, extract_chunk, to_table
+from training.data.normalize import (
+    SCHEMA,
+    Extracted,
+    Normalized,
+    Rules,
+    SkippedIds,
+    extract_chunk,
+    to_table,
+)
+from training.data.utf8 import InvalidUtf8, repair
 from training.errors import InputError
 
 Progress = Callable[[int], None]  # called with the number of bytes of the file read so far
@@ -112,9 +123,27 @@ class ExportRead:
     chats: list[ChatInfo] = field(default_factory=list)  # the chats read
     layout: str = "single_chat"  # or "full_account"
     reader: str = "fast"  # or "streaming" (ijson)
+    skipped_ids: list[SkippedIds] = field(default_factory=list)  # with their chat ids
+    invalid_utf8: InvalidUtf8 = field(default_factory=InvalidUtf8)
 
     def table(self) -> pa.Table:
         return pa.concat_tables(self.tables) if self.tables else SCHEMA.empty_table()
+
+    def warnings(self) -> list[str]:
+        """What the user should know although the file was read (invalid UTF-8)."""
+        warning = utf8_warning(self.path, self.invalid_utf8)
+        return [warning] if warning else []
+
+
+def utf8_warning(path: Path, found: InvalidUtf8) -> str | None:
+    """One line naming where a file's invalid UTF-8 is, or None when there was none."""
+    if not found.count:
+        return None
+    first = found.offsets[0]
+    return (
+        f"{path}: {found.count:,} invalid UTF-8 byte sequence(s) read as U+FFFD; the first "
+        f"at byte {first} ({position(path, first)})"
+    )
 
 
 def check_file(path: Path) -> None:
@@ -127,29 +156,52 @@ def check_file(path: Path) -> None:
         raise InputError(f"{path}: not readable")
 
 
-def list_chats(path: Path) -> list[ChatInfo]:
-    """Every chat in ``path`` with its message count, without decoding messages."""
+def list_chats(path: Path, invalid_utf8: InvalidUtf8 | None = None) -> list[ChatInfo]:
+    """Every chat in ``path`` with its message count, without decoding messages.
+
+    The messages' bytes are still checked for invalid UTF-8, which ``invalid_utf8`` notes, so
+    that listing a damaged file warns as preparing it does (and about damage in fields that
+    ``prepare`` never reads, which it then does not mention).
+    """
     path = Path(path)
     check_file(path)
     chats: list[ChatInfo] = []
     try:
         try:
-            chats = _chats_from(scan(path, count=True))
+            found = InvalidUtf8()
+            chats = _chats_from(scan(path, count=True, invalid_utf8=found), found)
         except NotSplittable:
-            chats = _chats_from(scan_streaming(path))
+            found = InvalidUtf8()
+            chats = _chats_from(scan_streaming(path, invalid_utf8=found), found)
     except (InvalidJSON, NotAnExport) as exc:
         raise _input_error(path, exc) from None
+    if invalid_utf8 is not None:
+        invalid_utf8.merge(found)
     return chats
 
 
-def _chats_from(events: Iterator[Event]) -> list[ChatInfo]:
+def _chats_from(events: Iterator[Event], invalid_utf8: InvalidUtf8) -> list[ChatInfo]:
     chats = []
     for event in events:
         if isinstance(event, Chunk):
             event.chat.message_count += event.count
+            if event.offset >= 0 and not _valid_utf8(event.data):
+                _, offsets = repair(event.data)
+                invalid_utf8.add(event.offset + o - 1 for o in offsets)  # data[0] is "["
         else:
             chats.append(_info(event.chat))
     return chats
+
+
+def _valid_utf8(data: bytes) -> bool:
+    """Arrow's UTF-8 check: some GB/s, where Python's decoder makes a string of everything."""
+    offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
+    array = pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(data)])
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def read_export(
@@ -167,15 +219,23 @@ def read_export(
     """
     path = Path(path)
     check_file(path)
+
+    def streamed() -> ExportRead:
+        found = InvalidUtf8()
+        events = scan_streaming(path, invalid_utf8=found)
+        return _read(path, events, selector, rules, progress, "streaming", 1, found)
+
     try:
-        events = scan(path, copy=workers <= 1)  # workers read their chunks themselves
-        return _read(path, events, selector, rules, progress, "fast", workers)
+        found = InvalidUtf8()
+        # workers read their chunks themselves
+        events = scan(path, copy=workers <= 1, invalid_utf8=found)
+        return _read(path, events, selector, rules, progress, "fast", workers, found)
     except NotSplittable:
         pass
     except InvalidJSON as fast_error:
         # Could be bad JSON, or valid JSON laid out unlike Telegram: let ijson decide.
         try:
-            return _read(path, scan_streaming(path), selector, rules, progress, "streaming", 1)
+            return streamed()
         except InvalidJSON:
             raise _input_error(path, fast_error) from None
         except NotAnExport as exc:
@@ -183,7 +243,7 @@ def read_export(
     except NotAnExport as exc:
         raise _input_error(path, exc) from None
     try:
-        return _read(path, scan_streaming(path), selector, rules, progress, "streaming", 1)
+        return streamed()
     except LayoutError as exc:
         raise _input_error(path, exc) from None
 
@@ -196,12 +256,16 @@ def _read(
     progress: Progress | None,
     reader: str,
     workers: int,
+    invalid_utf8: InvalidUtf8,
 ) -> ExportRead:
-    """Decode the chunks of the selected chats (here or in worker processes), in order."""
-    result = ExportRead(path, reader=reader)
+    """Decode the chunks of the selected chats (here or in worker processes), in order.
+
+    ``invalid_utf8`` is filled by the scanner behind ``events``; the chunks' own finds join it.
+    """
+    result = ExportRead(path, reader=reader, invalid_utf8=invalid_utf8)
     decided: dict[int, bool | None] = {}
     closed: dict[int, ChatMeta] = {}
-    parts: list[tuple[ChatMeta, Normalized]] = []
+    parts: list[tuple[ChatMeta, int, Normalized]] = []
     with _pool(workers) as pool:
         in_flight: deque[tuple[ChatMeta, int, Future[Extracted]]] = deque()
         for event in events:
@@ -221,7 +285,7 @@ def _read(
                 extracted = _extracted(
                     path, event.offset, lambda e=event: extract_chunk(e.data, rules)
                 )
-                parts.append((chat, to_table(extracted, rules)))
+                parts.append((chat, event.offset, to_table(extracted, rules)))
             else:  # (the streaming reader runs without workers: its bytes exist only here)
                 future = pool.submit(extract_range, path, event.offset, event.length, rules)
                 in_flight.append((chat, event.offset, future))
@@ -232,7 +296,9 @@ def _read(
         while in_flight:
             parts.append(_collect(path, rules, *in_flight.popleft()))
     # every chat is complete now: decide the undecided, attach chat ids
-    for chat, normalized in parts:
+    for chat, offset, normalized in parts:
+        if offset >= 0:  # (the streaming reader notes invalid UTF-8 as it reads)
+            invalid_utf8.add(offset + o - 1 for o in normalized.invalid_utf8)  # data[0]: "["
         chat.message_count += normalized.read
         keep = decided.get(chat.index)
         if keep is None:  # the chat is complete now: what is still unknown does not match
@@ -241,6 +307,8 @@ def _read(
             continue
         result.read += normalized.read
         result.skipped.update(normalized.skipped)
+        if len(normalized.skipped_ids):
+            result.skipped_ids.append(normalized.skipped_ids.in_chat(_chat_id(chat)))
         if normalized.table.num_rows:
             result.tables.append(_with_chat_id(normalized.table, chat))
     for index, chat in closed.items():
@@ -253,9 +321,9 @@ def _read(
 
 def _collect(
     path: Path, rules: Rules, chat: ChatMeta, offset: int, future: Future[Extracted]
-) -> tuple[ChatMeta, Normalized]:
+) -> tuple[ChatMeta, int, Normalized]:
     """A worker's chunk as Arrow columns (its decode error placed in the file)."""
-    return chat, to_table(_extracted(path, offset, future.result), rules)
+    return chat, offset, to_table(_extracted(path, offset, future.result), rules)
 
 
 def _extracted(path: Path, offset: int, get: Callable[[], Extracted]) -> Extracted:
@@ -283,9 +351,12 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         yield pool
 
 
+def _chat_id(chat: ChatMeta) -> int:
+    return chat.chat_id if chat.chat_id is not None else 0
+
+
 def _with_chat_id(table: pa.Table, chat: ChatMeta) -> pa.Table:
-    chat_id = chat.chat_id if chat.chat_id is not None else 0
-    column = int_array(np.full(table.num_rows, chat_id, dtype=np.int64))
+    column = int_array(np.full(table.num_rows, _chat_id(chat), dtype=np.int64))
     return table.set_column(0, "chat_id", column)
 
 

@@ -11,6 +11,9 @@ job. Memory stays at about one block however large the file is.
 A file laid out differently (minified, or re-indented by some tool) raises
 :class:`NotSplittable`; :func:`scan_streaming` then produces the same events through ijson,
 slower but independent of layout.
+
+Invalid UTF-8 in the strings read here (chat names) or anywhere in a streamed file is read
+as U+FFFD and noted in an :class:`~training.data.utf8.InvalidUtf8` (see that module).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import BinaryIO
 import msgspec
 
 from training.data.messages import bot_api_chat_id
+from training.data.utf8 import InvalidUtf8, StreamRepair, is_utf8, repair
 
 BLOCK_SIZE = 8 << 20
 MAX_TOKEN = 64 << 20  # a header string or number longer than this is not a Telegram export
@@ -98,16 +102,23 @@ Event = Chunk | ChatDone
 
 
 def scan(
-    path: Path, *, count: bool = False, copy: bool = True, block_size: int = BLOCK_SIZE
+    path: Path,
+    *,
+    count: bool = False,
+    copy: bool = True,
+    block_size: int = BLOCK_SIZE,
+    invalid_utf8: InvalidUtf8 | None = None,
 ) -> Iterator[Event]:
     """Chunks of messages and chat completions, in file order (fast path; see module doc).
 
     ``count`` fills each chunk's ``count`` (costs a pass over the bytes; the reader knows
     the number anyway once it decodes a chunk, so only listing chats asks for it).
     ``copy=False`` leaves ``data`` empty, for readers that fetch the bytes themselves.
+    Invalid UTF-8 in the chat names and types read here is noted in ``invalid_utf8``.
     """
     with open(path, "rb") as f:
-        yield from _Scanner(f, block_size, count, copy).export()
+        scanner = _Scanner(f, block_size, count, copy, invalid_utf8 or InvalidUtf8())
+        yield from scanner.export()
 
 
 def read_chunk(path: str | Path, offset: int, length: int) -> bytes:
@@ -136,8 +147,11 @@ def position(path: str | Path, offset: int) -> str:
 class _Scanner:
     """A cursor over a sliding window of the file, with just enough JSON to walk the header."""
 
-    def __init__(self, f: BinaryIO, block_size: int, count: bool, copy: bool) -> None:
+    def __init__(
+        self, f: BinaryIO, block_size: int, count: bool, copy: bool, invalid_utf8: InvalidUtf8
+    ) -> None:
         self.f, self.block_size, self.count, self.copy = f, block_size, count, copy
+        self.invalid_utf8 = invalid_utf8
         self.buf = b""
         self.pos = 0  # cursor in buf
         self.base = 0  # file offset of buf[0]
@@ -211,7 +225,12 @@ class _Scanner:
         try:
             return msgspec.json.decode(raw)
         except msgspec.DecodeError as exc:
-            raise self.invalid(str(exc), self.pos - len(raw)) from None
+            if is_utf8(raw):
+                raise self.invalid(str(exc), self.pos - len(raw)) from None
+        fixed, offsets = repair(raw)
+        start = self.base + self.pos - len(raw)
+        self.invalid_utf8.add(start + o for o in offsets)
+        return msgspec.json.decode(fixed)
 
     def key(self) -> str:
         if self.ws() != 0x22:
@@ -402,27 +421,32 @@ _SCALAR_EVENTS = frozenset({"string", "number", "boolean", "null"})
 
 
 class _CountingReader:
-    """A binary file that remembers how far it has been read (to say where bad JSON is)."""
+    """A binary file that remembers how far it has been read (to say where bad JSON is),
+    handing on its bytes with invalid UTF-8 replaced (and noted)."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, invalid_utf8: InvalidUtf8) -> None:
         self.f, self.offset = f, 0
+        self.repair = StreamRepair(invalid_utf8)
 
     def read(self, size: int = -1) -> bytes:
         data = self.f.read(size)
         self.offset += len(data)
-        return data
+        return self.repair(data, final=not data)
 
 
-def scan_streaming(path: Path, batch: int = 5000) -> Iterator[Event]:
+def scan_streaming(
+    path: Path, batch: int = 5000, invalid_utf8: InvalidUtf8 | None = None
+) -> Iterator[Event]:
     """The events of :func:`scan` for any valid JSON layout, through ijson (slower).
 
     Messages are rebuilt as objects and re-encoded in batches, so the reader decodes them
-    exactly as it decodes the fast path's chunks. Offsets are unknown here (-1).
+    exactly as it decodes the fast path's chunks. Offsets are unknown here (-1); invalid
+    UTF-8 anywhere in the file is noted in ``invalid_utf8`` with its offset.
     """
     import ijson
 
     with open(path, "rb") as raw:
-        f = _CountingReader(raw)
+        f = _CountingReader(raw, invalid_utf8 or InvalidUtf8())
         try:
             yield from _stream_events(ijson.parse(f, use_float=True), batch)
         except ijson.JSONError as exc:

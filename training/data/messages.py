@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DELETED_ACCOUNT = "Deleted Account"
-
 # Chat types whose Bot API id is -100<id> (supergroups and channels) or -<id> (basic groups).
 _SUPERGROUP_TYPES = frozenset(
     {"private_supergroup", "public_supergroup", "private_channel", "public_channel"}
@@ -33,6 +31,7 @@ SKIP_REASONS: dict[str, str] = {
     "empty": "no text at all",
     "duplicate": "same (chat, message id) already read from another file",
 }
+SKIP_CODES = tuple(SKIP_REASONS)  # a skipped message's reason as a small integer (its index)
 
 
 @dataclass(slots=True)
@@ -78,3 +77,19 @@ def sender_id_of(from_id: str | int | None) -> str:
     if isinstance(from_id, int):
         return f"user{from_id}"
     return from_id
+
+
+def stored_sender_id(sender_id: int | None, chat_id: int) -> str:
+    """The export form of a sender the bot stored by Telegram id.
+
+    A user is ``user<id>``; a chat speaking as itself (``sender_chat``: an anonymous admin, a
+    linked channel) has a negative Bot API id and becomes ``channel<id>`` (``-100<id>``) or
+    ``chat<id>``, as an export writes it. Without an id the message is the chat's own.
+    """
+    if sender_id is None:
+        return f"chat{chat_id}"
+    if sender_id > 0:
+        return f"user{sender_id}"
+    if sender_id <= -1_000_000_000_000:
+        return f"channel{-sender_id - 1_000_000_000_000}"
+    return f"chat{-sender_id}"

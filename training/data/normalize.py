@@ -14,6 +14,11 @@ Rules (docs/data.md explains the choices):
 - ``from: null`` (deleted account) becomes "Deleted Account"; integer ``from_id`` becomes
   ``user<id>``.
 - time: ``date_unixtime`` when present, else ``date`` read as this machine's local time.
+
+A skipped message leaves its id and reason behind (:class:`SkippedIds`): when several files
+hold the same message, the first file's copy decides its fate even when it was skipped there.
+A chunk that is not valid UTF-8 is read with U+FFFD in place of the bad bytes, whose
+positions come back with the chunk (``training.data.utf8``).
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ from training.data.columns import (
     int_array,
     strings,
 )
-from training.data.messages import DELETED_ACCOUNT, ChatMessage, sender_id_of
+from training.data.messages import SKIP_CODES, ChatMessage, sender_id_of
+from training.data.utf8 import is_utf8, repair
+from training.formatting import DELETED_ACCOUNT
 
 # Python's str.isspace() set, so that this matches training.formatting.clean_text exactly.
 _SPACE = r"\t\n\x{0b}\x{0c}\r\x{1c}-\x{1f}\x{85}\p{Z}"
@@ -136,6 +143,44 @@ class Rules:
     bots: frozenset[str] = frozenset()  # lower-cased names and sender ids (--bot)
 
 
+_CODE = {reason: np.int8(code) for code, reason in enumerate(SKIP_CODES)}
+
+
+@dataclass
+class SkippedIds:
+    """Message ids of skipped messages and why (``SKIP_CODES`` index), to de-duplicate them.
+
+    ``chat_id`` is empty until the chat's id is known (an export's chunk gets it later).
+    """
+
+    message_id: np.ndarray  # int64
+    code: np.ndarray  # int8
+    chat_id: np.ndarray | None = None  # int64, per row
+
+    @classmethod
+    def empty(cls) -> SkippedIds:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int64))
+
+    @classmethod
+    def concat(cls, parts: Sequence[SkippedIds]) -> SkippedIds:
+        """One array of each; chat ids only when every non-empty part has them."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        chats = [p.chat_id for p in parts]
+        return cls(
+            np.concatenate([p.message_id for p in parts]),
+            np.concatenate([p.code for p in parts]),
+            None if any(c is None for c in chats) else np.concatenate(chats),  # type: ignore[arg-type]
+        )
+
+    def __len__(self) -> int:
+        return len(self.message_id)
+
+    def in_chat(self, chat_id: int) -> SkippedIds:
+        return SkippedIds(self.message_id, self.code, np.full(len(self), chat_id, np.int64))
+
+
 @dataclass
 class Normalized:
     """Kept messages of one chunk as columns (no chat id yet) and the skipped, by reason."""
@@ -143,6 +188,8 @@ class Normalized:
     table: pa.Table
     read: int
     skipped: Counter[str] = field(default_factory=Counter)
+    skipped_ids: SkippedIds = field(default_factory=SkippedIds.empty)
+    invalid_utf8: list[int] = field(default_factory=list)  # offsets in the chunk's data
 
 
 @dataclass
@@ -177,6 +224,8 @@ class Extracted:
     senders: Senders
     text: Strings
     reply_to: OptionalInts
+    skipped_ids: SkippedIds = field(default_factory=SkippedIds.empty)
+    invalid_utf8: list[int] = field(default_factory=list)  # offsets in the chunk's data
 
 
 def member_keys(names_or_ids: Iterable[str]) -> frozenset[str]:
@@ -194,7 +243,21 @@ def extract_chunk(data: bytes, rules: Rules) -> Extracted:
     """Decode one chunk (a JSON array of messages) and gather its kept fields.
 
     Runs in worker processes, so it touches no Arrow: only msgspec, Python and numpy.
+    A chunk with invalid UTF-8 in a field that is read is decoded again with U+FFFD in place
+    of every bad byte (msgspec checks only the strings it decodes; so does this).
     """
+    try:
+        return _extract_chunk(data, rules)
+    except msgspec.DecodeError:
+        if is_utf8(data):
+            raise
+    data, bad = repair(data)
+    extracted = _extract_chunk(data, rules)
+    extracted.invalid_utf8 = bad
+    return extracted
+
+
+def _extract_chunk(data: bytes, rules: Rules) -> Extracted:
     messages, malformed = decode(data)
     extracted = extract(messages, rules, data)
     extracted.read += malformed
@@ -238,31 +301,39 @@ def extract(messages: Sequence[RawMessage], rules: Rules, data: bytes | None = N
     messages without ``text`` or ``date_unixtime``.
     """
     extras = _extras(messages, data)
-    skipped: Counter[str] = Counter()
     kept: list[RawMessage] = []
     texts: list[str] = []
+    skipped_ids: list[int] = []
+    reasons: list[str] = []
     keep, add_text = kept.append, texts.append
     for m in messages:
         if m.type != "message" or m.forwarded_from or m.saved_from or m.via_bot:
-            skipped[_not_own_words(m)] += 1
+            skipped_ids.append(m.id)
+            reasons.append(_not_own_words(m))
             continue
         text = m.text
         if text.__class__ is not str:
             text = _flatten(m, extras)
         if not text or text.isspace():
-            text = _media_text(m, rules, skipped)
+            text = _media_text(m, rules)
             if text is None:
+                skipped_ids.append(m.id)
+                reasons.append(_no_text_reason(m))
                 continue
         keep(m)
         add_text(text)
     return Extracted(
         read=len(messages),
-        skipped=skipped,
+        skipped=Counter(reasons),
         message_id=np.fromiter(map(_id, kept), np.int64, count=len(kept)),
         date=_epoch_seconds(kept, extras),
         senders=Senders.encode(list(map(_from, kept)), list(map(_from_id, kept))),
         text=Strings.encode(texts),
         reply_to=_reply_ids(kept),
+        skipped_ids=SkippedIds(
+            np.array(skipped_ids, np.int64),
+            np.fromiter((_CODE[r] for r in reasons), np.int8, count=len(reasons)),
+        ),
     )
 
 
@@ -296,8 +367,10 @@ def to_table(extracted: Extracted, rules: Rules, chat_id: np.ndarray | None = No
         schema=SCHEMA,
     )
     skipped = Counter(extracted.skipped)
-    table = apply_rules(table, rules, skipped)
-    return Normalized(table, extracted.read, skipped)
+    dropped: list[SkippedIds] = []
+    table = apply_rules(table, rules, skipped, dropped)
+    skipped_ids = SkippedIds.concat([extracted.skipped_ids, *dropped])
+    return Normalized(table, extracted.read, skipped, skipped_ids, extracted.invalid_utf8)
 
 
 _text = attrgetter("text")
@@ -332,13 +405,16 @@ def _flatten(m: RawMessage, extras: dict[int, dict]) -> str:
     return ""
 
 
-def _media_text(m: RawMessage, rules: Rules, skipped: Counter[str]) -> str | None:
+def _media_text(m: RawMessage, rules: Rules) -> str | None:
     """The text a message without text stands for (a sticker's emoji), or None to skip it."""
     if rules.sticker_emoji and m.media_type == "sticker" and m.sticker_emoji:
         return m.sticker_emoji
-    has_media = any(getattr(m, name) for name in _MEDIA_FIELDS)
-    skipped["media_only" if has_media else "empty"] += 1
     return None
+
+
+def _no_text_reason(m: RawMessage) -> str:
+    """Why a message without text is skipped."""
+    return "media_only" if any(getattr(m, name) for name in _MEDIA_FIELDS) else "empty"
 
 
 def _epoch_seconds(kept: list[RawMessage], extras: dict[int, dict]) -> OptionalInts:
@@ -369,18 +445,34 @@ def _local_time(date: object) -> int | None:
         return None
 
 
-def apply_rules(table: pa.Table, rules: Rules, skipped: Counter[str]) -> pa.Table:
-    """Clean (and optionally scrub) text; drop bots, opted-out members and unknown times."""
+def apply_rules(
+    table: pa.Table,
+    rules: Rules,
+    skipped: Counter[str],
+    dropped: list[SkippedIds] | None = None,
+) -> pa.Table:
+    """Clean (and optionally scrub) text; drop bots, opted-out members and unknown times.
+
+    The ids of dropped rows, with their reason, are appended to ``dropped`` when given.
+    """
     if table.num_rows == 0:
         return table
     table = table.set_column(3, "sender", clean(table["sender"]))
     keep = pc.is_valid(table["date"])
-    skipped["malformed"] += table["date"].null_count
+    hits = [("malformed", pc.invert(keep))]
     for reason, keys in (("bot", rules.bots), ("excluded", rules.exclude)):
         if keys:
             hit = pc.and_(is_member(table, keys), keep)
-            skipped[reason] += pc.sum(hit).as_py() or 0
+            hits.append((reason, hit))
             keep = pc.and_(keep, pc.invert(hit))
+    for reason, hit in hits:
+        n = pc.sum(hit).as_py() or 0
+        skipped[reason] += n
+        if n and dropped is not None:
+            ids = as_numpy(table["message_id"].filter(hit))
+            chats = table["chat_id"].filter(hit)
+            chat_ids = as_numpy(chats) if chats.null_count == 0 else None
+            dropped.append(SkippedIds(ids, np.full(n, _CODE[reason], np.int8), chat_ids))
     if not pc.all(keep).as_py():
         table = table.filter(keep)
     text = clean(table["text"])
@@ -434,15 +526,14 @@ def _rewrite_matching(
     return pc.replace_with_mask(column, hit, rewritten)
 
 
-def from_chat_messages(
-    messages: Iterable[ChatMessage], rules: Rules
-) -> tuple[pa.Table, int, Counter[str]]:
+def from_chat_messages(messages: Iterable[ChatMessage], rules: Rules) -> Normalized:
     """Messages the bot stored, as the same columns, under the same rules.
 
-    Returns (table, messages read, skipped by reason); empty texts are skipped as ``empty``.
+    Empty texts are skipped as ``empty``; skipped ids carry their chat ids already.
     """
     rows = list(messages)
     kept = [m for m in rows if m.text and not m.text.isspace()]
+    empty = [m for m in rows if not (m.text and not m.text.isspace())]
     n = len(kept)
     extracted = Extracted(
         read=len(rows),
@@ -455,4 +546,11 @@ def from_chat_messages(
     )
     chat_ids = np.fromiter((m.chat_id for m in kept), np.int64, count=n)
     normalized = to_table(extracted, rules, chat_ids)
-    return normalized.table, len(rows), +normalized.skipped
+    normalized.skipped = +normalized.skipped
+    blank = SkippedIds(
+        np.fromiter((m.message_id for m in empty), np.int64, count=len(empty)),
+        np.full(len(empty), _CODE["empty"], np.int8),
+        np.fromiter((m.chat_id for m in empty), np.int64, count=len(empty)),
+    )
+    normalized.skipped_ids = SkippedIds.concat([blank, normalized.skipped_ids])
+    return normalized

@@ -55,6 +55,11 @@ class PrepareOptions:
         0, help="Processes decoding a large export; 0: one per idle core (max 4)."
     )
     progress: bool = option(False, help="Draw a progress bar for large inputs.", cli=False)
+    allow_single_speaker: bool = option(
+        False,
+        help="Prepare a chat with fewer than two people to imitate (a channel, saved messages, "
+        "a bot chat) instead of refusing it.",
+    )
 
     def __post_init__(self) -> None:
         for name in ("chat", "exclude", "bot", "speakers"):

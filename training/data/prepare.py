@@ -3,11 +3,13 @@
 The steps, top to bottom in :func:`prepare`:
 
 1. read each export into normalized columns (``training.data.export``), plus ``extra_messages``;
-2. drop duplicate (chat, message id) across files and order by chat and time;
-3. cut sessions at gaps of ``session_gap`` minutes, optionally merge bursts into turns;
+2. drop duplicate (chat, message id) across files (the first file's copy decides, even when
+   it was skipped there) and order by chat and time;
+3. cut sessions at gaps of ``session_gap`` minutes, optionally merge bursts into turns; refuse
+   fewer than two people to imitate (``training.data.speakers``);
 4. give each session a split (seeded hash, stable when more data arrives);
-5. build pairs a window of turns at a time and hand each window to a writer thread that
-   appends row groups to the three parquet files;
+5. build pairs a window of turns at a time (a person's turns only as responses) and hand each
+   window to a writer thread that appends row groups to the three parquet files;
 6. write ``stats.json`` and move the finished directory into place.
 
 Nothing is written to ``out_dir`` until everything succeeded: the files go to a temporary
@@ -43,16 +45,18 @@ from training.data.export import (
     read_export,
 )
 from training.data.messages import ChatMessage
-from training.data.normalize import SCHEMA, Rules, from_chat_messages, member_keys
+from training.data.normalize import SCHEMA, Rules, SkippedIds, from_chat_messages, member_keys
 from training.data.options import PrepareOptions
 from training.data.pairs import PAIR_SCHEMA, build_pairs, context_starts, speaker_mask, window_lines
 from training.data.sessions import (
     SPLITS,
     assign_splits,
     dedup_and_order,
+    drop_later_copies,
     merge_bursts,
     session_starts,
 )
+from training.data.speakers import check_people
 from training.errors import InputError
 from training.output_dirs import DATASET_KIND, check_location, check_replaceable, staged
 
@@ -76,6 +80,8 @@ class PrepareStats:
     pairs: dict[str, int] = field(default_factory=dict)  # per split
     pairs_skipped: dict[str, int] = field(default_factory=dict)
     pairs_per_speaker: dict[str, int] = field(default_factory=dict)
+    speakers: int = 0  # people whose turns may be responses (not deleted accounts, chats)
+    warnings: list[str] = field(default_factory=list)  # read anyway, but worth a word
     seconds: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -106,16 +112,19 @@ def prepare(
     stats = PrepareStats(options=_options_dict(options))
     rules = options.rules()
 
-    # 1. read: normalized columns per export, then the stored messages
-    tables = []
+    # 1. read: normalized columns per export, then the stored messages; every part of
+    #    ``sources`` remembers which input it came from (the first input wins duplicates)
+    sources = _Sources()
     with _progress(exports, options.progress) as progress:
         reads = [_read_one(path, options, rules, progress) for path in exports]
     _check_chat_choice(reads, options)
     skipped: Counter[str] = Counter()
-    for read in reads:
-        tables.extend(read.tables)
+    for index, read in enumerate(reads):
+        sources.add(index, read.tables, read.skipped_ids)
         stats.messages_read += read.read
         skipped.update(read.skipped)
+        warnings = read.warnings()
+        stats.warnings.extend(warnings)
         stats.files.append(
             {
                 "path": str(read.path),
@@ -123,21 +132,24 @@ def prepare(
                 "layout": read.layout,
                 "reader": read.reader,
                 "messages": read.read,
+                **({"invalid_utf8": read.invalid_utf8.to_dict()} if warnings else {}),
             }
         )
         stats.chats.extend(
             {"chat_id": c.chat_id, "name": c.name, "type": c.type, "messages": c.messages}
             for c in read.chats
         )
-    extra, n_extra, extra_skipped = from_chat_messages(extra_messages, rules)
-    stats.messages_read += n_extra
-    stats.extra_messages = n_extra
-    skipped.update(extra_skipped)
-    tables.append(extra)
-    messages = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    del tables, reads
+    extra = from_chat_messages(extra_messages, rules)
+    stats.messages_read += extra.read
+    stats.extra_messages = extra.read
+    skipped.update(extra.skipped)
+    sources.add(len(reads), [extra.table], [extra.skipped_ids])
+    del reads
 
     # 2. one copy of each message, in order
+    messages, change = drop_later_copies(*sources.combined())
+    skipped.update(change)
+    del sources
     messages, duplicates = dedup_and_order(messages)
     skipped["duplicate"] += duplicates
     stats.skipped = dict(sorted((+skipped).items(), key=lambda kv: -kv[1]))
@@ -153,6 +165,7 @@ def prepare(
         turns, starts = merge_bursts(messages, starts, options.merge_bursts)
     del messages
     stats.turns = turns.num_rows
+    persons = _check_speakers(turns, exports, stats, options)
 
     # 4. splits, by session
     session_index = np.cumsum(starts) - 1
@@ -169,18 +182,20 @@ def prepare(
     lo = context_starts(starts, options.context)
     n_context = np.arange(len(lo)) - lo
     enough = n_context >= options.min_context
-    speakers = member_keys(options.speakers) if options.speakers else None
-    may_respond = speaker_mask(turns, speakers)
-    eligible = enough & may_respond
+    chosen = member_keys(options.speakers) if options.speakers else None
+    may_respond = speaker_mask(turns, chosen)
+    eligible = enough & may_respond & persons
     stats.pairs_skipped = {
         "short_context": int((~enough).sum()),
         "not_speaker": int((enough & ~may_respond).sum()),
+        "not_a_person": int((enough & may_respond & ~persons).sum()),
     }
     if not eligible.any():
         raise InputError(
             f"{_names_of(exports)}: no pairs to write: {stats.turns} turns, but none has "
             f"--min-context {options.min_context} turns of context"
-            + (" and a sender among --speakers" if speakers else "")
+            + (" and a sender among --speakers" if chosen else "")
+            + " and a person (not a deleted account or a chat) as its sender"
         )
     split_of_turn = plan.labels[session_index]
     with staged(out_dir, DATASET_KIND) as tmp:
@@ -190,6 +205,47 @@ def prepare(
         stats.seconds = round(time.perf_counter() - started, 3)
         (tmp / "stats.json").write_text(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False))
     return stats
+
+
+class _Sources:
+    """Kept and skipped messages of every input, with the input each came from."""
+
+    def __init__(self) -> None:
+        self.tables: list[pa.Table] = []
+        self.source: list[np.ndarray] = []
+        self.skipped: list[SkippedIds] = []
+        self.skipped_source: list[np.ndarray] = []
+
+    def add(self, index: int, tables: list[pa.Table], skipped: list[SkippedIds]) -> None:
+        for table in tables:
+            self.tables.append(table)
+            self.source.append(np.full(table.num_rows, index, dtype=np.int32))
+        for ids in skipped:
+            self.skipped.append(ids)
+            self.skipped_source.append(np.full(len(ids), index, dtype=np.int32))
+
+    def combined(self) -> tuple[pa.Table, np.ndarray, SkippedIds, np.ndarray]:
+        table = pa.concat_tables(self.tables) if self.tables else SCHEMA.empty_table()
+        return (
+            table,
+            np.concatenate(self.source) if self.source else np.zeros(0, np.int32),
+            SkippedIds.concat(self.skipped),
+            np.concatenate(self.skipped_source) if self.skipped else np.zeros(0, np.int32),
+        )
+
+
+def _check_speakers(
+    turns: pa.Table, exports: list[Path], stats: PrepareStats, options: PrepareOptions
+) -> np.ndarray:
+    """Which turns a person wrote; refuse a dataset of fewer than two people (unless allowed)."""
+    chats = [(c["chat_id"], c["name"], c["type"]) for c in stats.chats]
+    persons, people, problem = check_people(turns, chats)
+    stats.speakers = len(people)
+    if problem and not options.allow_single_speaker:
+        raise InputError(
+            f"{_names_of(exports)}: {problem}. Pass --allow-single-speaker to prepare it anyway"
+        )
+    return persons
 
 
 def _check_inputs(exports: list[Path], out_dir: Path, extra: Iterable[ChatMessage]) -> None:

@@ -6,6 +6,7 @@ of a second, and nothing depends on Python objects per message.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,8 +14,49 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from training.data.columns import as_numpy, int_array, string_scalar
+from training.data.messages import SKIP_CODES
+from training.data.normalize import SkippedIds
 
 SPLITS = ("train", "validation", "test")
+
+
+def drop_later_copies(
+    table: pa.Table, source: np.ndarray, skipped: SkippedIds, skipped_source: np.ndarray
+) -> tuple[pa.Table, Counter[str]]:
+    """Keep each (chat, message id) only from the first source (file) that holds it.
+
+    The first file wins whatever became of the message there: a copy skipped in an earlier
+    file (media-only, say, and captioned later) is not kept from a later one. ``table`` holds
+    the kept messages and ``source`` their file's index; ``skipped`` the ids of the skipped
+    ones, ``skipped_source`` theirs. Returns the table without later copies and how the skip
+    counts change: later copies count as ``duplicate`` (a skipped later copy moves from its
+    reason to ``duplicate``), so every message read is counted once. Copies within one file
+    are left to :func:`dedup_and_order`.
+    """
+    n_kept = table.num_rows
+    src = np.r_[source, skipped_source]
+    if len(src) == 0 or src.min() == src.max():  # one file: nothing to compare with
+        return table, Counter()
+    assert skipped.chat_id is not None
+    chat = np.r_[_column(table, "chat_id"), skipped.chat_id]
+    mid = np.r_[_column(table, "message_id"), skipped.message_id]
+    order = np.lexsort((src, mid, chat))  # by chat, id, then file
+    c, m, s = chat[order], mid[order], src[order]
+    group_start = np.ones(len(order), dtype=bool)
+    group_start[1:] = (c[1:] != c[:-1]) | (m[1:] != m[:-1])
+    starts = np.flatnonzero(group_start)
+    first_src = np.repeat(s[starts], np.diff(np.r_[starts, len(order)]))
+    later = np.zeros(len(order), dtype=bool)
+    later[order] = s > first_src
+    change: Counter[str] = Counter()
+    later_kept, later_skipped = later[:n_kept], later[n_kept:]
+    for code, n in enumerate(np.bincount(skipped.code[later_skipped], minlength=len(SKIP_CODES))):
+        if n:
+            change[SKIP_CODES[code]] -= int(n)
+    change["duplicate"] += int(later.sum())
+    if later_kept.any():
+        table = table.filter(pa.array(~later_kept))
+    return table, change
 
 
 def dedup_and_order(table: pa.Table) -> tuple[pa.Table, int]:

@@ -44,6 +44,7 @@ class ExportCheck:
     error: str | None = None
     messages: int = 0
     newest: dict[int, int] = field(default_factory=dict)  # chat id (Bot API form) -> epoch s
+    warnings: list[str] = field(default_factory=list)  # usable, but worth a word (bad UTF-8)
 
 
 def find_exports(exports_dir: Path) -> list[Path]:
@@ -75,9 +76,12 @@ def hash_file(path: Path) -> ExportFile:
     return ExportFile(Path(path), digest.hexdigest(), size)
 
 
-def check_export(path: Path, chat: str | None) -> ExportCheck:
+def check_export(path: Path, chat: str | None, allow_single_speaker: bool = False) -> ExportCheck:
     """Read one export with prepare's reader, to find a bad file before training on the rest.
 
+    A file whose chat has fewer than two people to imitate (a channel, saved messages, a bot
+    chat: see ``training.data.speakers``) is bad too, unless ``allow_single_speaker``: one
+    dropped by mistake into the exports folder must not turn the bot into that account.
     Also notes the newest message date per chat, which is where the bot's stored history
     takes over from the export. Only the kept columns are held, never the raw JSON.
     """
@@ -90,6 +94,9 @@ def check_export(path: Path, chat: str | None) -> ExportCheck:
             read = read_export(path, ChatSelector.of([chat] if chat else []), Rules())
         except NeedsChatChoice:
             raise choose_chat_error(Path(path)) from None
+        check.warnings = read.warnings()
+        if not allow_single_speaker:
+            check.error = _too_few_speakers(read)
         for table in read.tables:
             check.messages += table.num_rows
             grouped = table.group_by("chat_id").aggregate([("date", "max")])
@@ -106,6 +113,22 @@ def check_export(path: Path, chat: str | None) -> ExportCheck:
     return check
 
 
+def _too_few_speakers(read: Any) -> str | None:
+    """The reason to leave out an export of fewer than two people, or None."""
+    from training.data.speakers import check_people
+
+    table = read.table()
+    if table.num_rows == 0:
+        return None  # "no usable messages" says it better
+    _, _, problem = check_people(table, [(c.chat_id, c.name, c.type) for c in read.chats])
+    if problem is None:
+        return None
+    return (
+        f'{read.path}: {problem}; add "allow_single_speaker": true to '
+        "RETRAIN_PREPARE_OPTIONS to train on it anyway"
+    )
+
+
 def newest_per_chat(checks: Iterable[ExportCheck]) -> dict[int, int]:
     """Latest message date per chat over all usable exports."""
     newest: dict[int, int] = {}
@@ -116,15 +139,18 @@ def newest_per_chat(checks: Iterable[ExportCheck]) -> dict[int, int]:
 
 
 def to_chat_message(row: Message) -> ChatMessage:
-    """A stored message in the normalized form ``prepare`` reads from exports."""
-    from training.data.messages import ChatMessage
+    """A stored message in the normalized form ``prepare`` reads from exports.
 
-    sender_id = f"user{row.sender_id}" if row.sender_id is not None else f"chat{row.chat_id}"
+    A post by a chat itself (an anonymous admin, a linked channel: a negative sender id) gets
+    the export's ``channel<id>``/``chat<id>`` form, so it stays context and never a response.
+    """
+    from training.data.messages import ChatMessage, stored_sender_id
+
     return ChatMessage(
         chat_id=row.chat_id,
         message_id=row.message_id,
         sender=row.sender_name,
-        sender_id=sender_id,
+        sender_id=stored_sender_id(row.sender_id, row.chat_id),
         date=int(row.date.timestamp()),
         text=row.text,
         reply_to=row.reply_to_message_id,

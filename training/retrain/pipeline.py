@@ -15,11 +15,15 @@ The run, top to bottom (``retrain``):
    record metrics and the decision.
 
 Anything that goes wrong before step 6 leaves ``models/current`` untouched and the run
-``failed`` with the reason in ``error``.
+``failed`` with the reason in ``error``. A run records its owner (``host:pid:id``): if that
+process is killed outright, ``friendbot runs`` shows the run as interrupted at once, and the
+next run records it as failed. The training child dies with it (see :func:`run_child`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import math
 import os
@@ -33,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -66,9 +70,10 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "retrain"
 DECIDED = ("promoted", "rejected")  # runs that reached a decision: what "unchanged since" means
 _TAIL_CHARS = 2000
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+INTERRUPTED = "interrupted"  # shown for a running run whose process is gone (never stored)
 
 Report = Callable[[str], None]
-
 
 
 class RunFailed(Exception):
@@ -124,12 +129,28 @@ class _Run:
 
 
 def run_record(run: Any) -> dict[str, Any]:
-    """A TrainingRun as plain data (``friendbot runs --json``, the bot's ``/runs``)."""
+    """A TrainingRun as plain data (``friendbot runs --json``, the bot's ``/runs``).
+
+    A ``running`` run whose owner process is gone from this host (killed with SIGKILL, a
+    crash) shows as ``interrupted``: that is what it is, and it would otherwise look alive
+    until the next retrain closes it. Only the record shown changes; reading writes nothing.
+    """
+    from storage.locks import holder_is_dead
+    from storage.runs import RUNNING
+
+    status, error = run.status, run.error
+    if status == RUNNING and run.owner and holder_is_dead(run.owner):
+        status = INTERRUPTED
+        host, _, rest = run.owner.partition(":")
+        error = error or (
+            f"interrupted: its process ({host}, pid {rest.partition(':')[0]}) is gone; the "
+            "next retrain records it as failed"
+        )
     return {
         "id": run.id,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
-        "status": run.status,
+        "status": status,
         "trigger": run.trigger,
         "inputs_fingerprint": run.inputs_fingerprint,
         "candidate_dir": run.candidate_dir,
@@ -137,7 +158,8 @@ def run_record(run: Any) -> dict[str, Any]:
         "candidate_metrics": run.candidate_metrics,
         "current_metrics": run.current_metrics,
         "decision": run.decision,
-        "error": run.error,
+        "error": error,
+        "owner": run.owner,
     }
 
 
@@ -168,7 +190,9 @@ def retrain(
         try:
             with _heartbeat(sessions, holder, settings.retrain_lock_stale_s) as lock_ok:
                 _close_interrupted_runs(sessions, settings)
-                return _locked_run(settings, sessions, trigger, force, report, echo, lock_ok)
+                return _locked_run(
+                    settings, sessions, trigger, force, report, echo, lock_ok, holder
+                )
         finally:
             release(sessions, LOCK_NAME, holder)
     finally:
@@ -183,12 +207,13 @@ def _locked_run(
     report: Report,
     echo: bool,
     lock_ok: Callable[[], bool],
+    owner: str,
 ) -> RunOutcome:
-    """Record the run, do it, and turn any failure into a ``failed`` record."""
+    """Record the run (owned by this process), do it, and turn any failure into ``failed``."""
     from storage.runs import finish_run, start_run
 
     with sessions.begin() as session:
-        run_id = start_run(session, trigger).id
+        run_id = start_run(session, trigger, owner=owner).id
     work_root = Path(settings.retrain_work_dir)
     run = _Run(
         settings=settings,
@@ -254,11 +279,14 @@ def _steps(run: _Run, force: bool, lock_ok: Callable[[], bool]) -> RunOutcome:
 
     # 3. Check each export; leave bad ones out, fail only when none is usable.
     run.report(f"checking {len(exports)} export(s)")
-    checks = [check_export(path, settings.retrain_chat) for path in exports]
+    one_voice_ok = bool(settings.retrain_prepare_options.get("allow_single_speaker", False))
+    checks = [check_export(path, settings.retrain_chat, one_voice_ok) for path in exports]
     good = [c for c in checks if c.error is None]
     run.bad_exports = [c.error for c in checks if c.error is not None]
     for error in run.bad_exports:
         run.report(f"left out: {error}")
+    for warning in (w for c in good for w in c.warnings):
+        run.report(f"warning: {warning}")
     if not good:
         raise RunFailed("no usable export: " + "; ".join(run.bad_exports))
     inputs = fingerprint((hashes[c.path].sha256 for c in good), history_hash, options)
@@ -559,7 +587,10 @@ def run_child(
 
     Returns (exit status, the output's last characters). The child gets its own session so
     that on a timeout or an interrupt the whole group (launchers like torchrun included) is
-    stopped, and so a Ctrl-C meant for us reaches it only through us.
+    stopped, and so a Ctrl-C meant for us reaches it only through us. Being in its own
+    session, it would outlive a SIGKILL of this process; so it dies with us: on Linux by
+    ``PR_SET_PDEATHSIG``, and everywhere by ``training.retrain.child_guard``, which stops the
+    whole group (its own children too) within a second of our death.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: deque[str] = deque(maxlen=64)
@@ -574,7 +605,9 @@ def run_child(
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
         )
+        guard = _start_guard(proc.pid, log_file)
         pump = threading.Thread(
             target=_pump, args=(proc, log_file, tail, echo), name="retrain-log", daemon=True
         )
@@ -590,8 +623,68 @@ def run_child(
         except BaseException:
             _stop_group(proc)
             raise
+        finally:
+            _end_guard(guard)
         pump.join(timeout=5)
     return rc, "".join(tail)[-_TAIL_CHARS:]
+
+
+@functools.cache
+def _prctl() -> Any:
+    """libc's ``prctl`` (Linux), looked up once, before any fork; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when ``parent`` dies (Linux).
+
+    It runs in the forked child before ``exec``, so it does as little as possible: one
+    system call through a function looked up beforehand, and a check that the parent did
+    not die before it (then nobody would send the signal). The signal survives ``exec``.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def _start_guard(group: int, log_file: BinaryIO) -> subprocess.Popen[bytes] | None:
+    """Start ``child_guard`` for the child's group (see run_child); None if it cannot start."""
+    argv = [sys.executable, "-m", "training.retrain.child_guard", str(os.getpid()), str(group)]
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            start_new_session=True,  # a Ctrl-C or a signal to our group is not for it
+        )
+    except OSError as exc:  # the child still dies with us on Linux; say so and go on
+        log.warning("could not start the training child's guard: %s", exc)
+        return None
+
+
+def _end_guard(guard: subprocess.Popen[bytes] | None) -> None:
+    """The child is done: its guard is not needed any more."""
+    if guard is None:
+        return
+    if guard.poll() is None:
+        guard.kill()
+    guard.wait()
 
 
 def _pump(proc: subprocess.Popen[bytes], log_file: Any, tail: deque[str], echo: bool) -> None:
