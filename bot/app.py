@@ -67,9 +67,9 @@ MENU = [
 
 def extensions() -> list[Extension]:
     """Optional features installed into every application (add one import + line each)."""
-    from bot import retrain_hooks
+    from bot import retrain_hooks, upload
 
-    return [retrain_hooks.install]
+    return [retrain_hooks.install, upload.install]  # upload's "Retrain now" uses the hooks
 
 
 def build_application(
@@ -94,6 +94,7 @@ def build_application(
         ApplicationBuilder()
         .token(token)
         .base_url(settings.telegram_api_base_url)
+        .base_file_url(settings.telegram_api_base_file_url)
         .rate_limiter(rate_limiter or AIORateLimiter(max_retries=2))
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)

@@ -299,7 +299,8 @@ def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+
+    from training.progress import progress
 
     # 1. Processes, device and precision. ----------------------------------------------------
     # Accelerate reads torchrun's / accelerate launch's environment: one process or many.
@@ -370,12 +371,8 @@ def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None
     # 6. The loop. ----------------------------------------------------------------------------
     pad_id = tokenizer.pad_token_id
     epoch, offset = order.locate(state.step)
-    bar = tqdm(
-        total=total_steps,
-        initial=state.step,
-        disable=not (main and config.progress),
-        unit="step",
-        dynamic_ncols=True,
+    bar = progress(
+        total_steps, "training", initial=state.step, unit="step", enabled=main and config.progress
     )
     loss_sum = torch.full((), state.window_loss, device=device)  # on device: no sync per step
     window_steps, window_tokens = state.window_steps, state.window_tokens
