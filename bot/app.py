@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlparse
 
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 
 RETENTION_EVERY_S = 24 * 3600
+OWN_SIGNALS = "app.own_signals"
+"""``bot_data[OWN_SIGNALS]``: run_bot owns the process, so post_init installs the stop signals."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGABRT)
 
 Extension = Callable[[Application], None]
 
@@ -67,9 +71,9 @@ MENU = [
 
 def extensions() -> list[Extension]:
     """Optional features installed into every application (add one import + line each)."""
-    from bot import retrain_hooks
+    from bot import retrain_hooks, upload
 
-    return [retrain_hooks.install]
+    return [retrain_hooks.install, upload.install]  # upload's "Retrain now" uses the hooks
 
 
 def build_application(
@@ -94,6 +98,7 @@ def build_application(
         ApplicationBuilder()
         .token(token)
         .base_url(settings.telegram_api_base_url)
+        .base_file_url(settings.telegram_api_base_file_url)
         .rate_limiter(rate_limiter or AIORateLimiter(max_retries=2))
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
@@ -164,6 +169,10 @@ async def notify_admins(application: Application, text: str) -> int:
 async def _post_init(application: Application) -> None:
     service = service_of(application)
     await asyncio.to_thread(service.start)
+    if application.bot_data.get(OWN_SIGNALS):
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, _stop_signal)
     await application.bot.set_my_commands(application.bot_data[COMMANDS_KEY])
     settings = service.settings
     retention = settings.history_retention_days or settings.history_keep_per_chat
@@ -176,6 +185,24 @@ async def _post_init(application: Application) -> None:
         application.bot.username,
         sorted(settings.allowed_chat_ids) or "none (set ALLOWED_CHAT_IDS)",
     )
+
+
+def _stop_signal() -> None:
+    """SIGTERM (systemctl stop, a reboot) or Ctrl-C: abandon replies being generated, then
+    stop as PTB does (raising SystemExit out of the loop).
+
+    PTB's stop waits for every task the handlers started, and queued replies would each wait
+    out GENERATION_TIMEOUT in turn: minutes, past systemd's 90 s before SIGKILL, which loses
+    what is not committed yet. A reply nobody will see is not worth that. The shutdown that
+    follows still commits every stored message (post_shutdown: the writer's close).
+    """
+    abandoned = 0
+    for task in asyncio.all_tasks():
+        if task.get_name().startswith(handlers.ANSWER_TASK) and not task.done():
+            task.cancel()
+            abandoned += 1
+    log.info("stop signal: shutting down (%d replies being generated abandoned)", abandoned)
+    raise SystemExit
 
 
 async def _post_shutdown(application: Application) -> None:
@@ -219,6 +246,7 @@ def run_bot(settings: Settings) -> None:
     Updates that arrived while the bot was down are fetched and stored, not dropped.
     """
     application = build_application(settings)
+    application.bot_data[OWN_SIGNALS] = True
     try:
         if settings.webhook_url:
             secret = settings.webhook_secret_token
@@ -229,9 +257,10 @@ def run_bot(settings: Settings) -> None:
                 webhook_url=settings.webhook_url,
                 secret_token=secret.get_secret_value() if secret else None,
                 allowed_updates=Update.ALL_TYPES,
+                stop_signals=None,  # post_init installs ours (_stop_signal)
             )
         else:
-            application.run_polling(allowed_updates=Update.ALL_TYPES)
+            application.run_polling(allowed_updates=Update.ALL_TYPES, stop_signals=None)
     except InvalidToken:
         raise InputError(
             "TELEGRAM_BOT_TOKEN: Telegram rejected the token (check it with @BotFather)"

@@ -51,6 +51,8 @@ HELP = "\n".join(  # Telegram shows every newline: one line per thought
 )
 
 TOO_SLOW = "That took too long. Try again in a moment."
+ANSWER_TASK = "answer-"
+"""Name prefix of the reply tasks: a stop signal abandons them (bot.app._stop_signal)."""
 ADMINS_ONLY = "Only the bot's admins can use /{command}."
 
 
@@ -71,7 +73,7 @@ async def message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     decision = service.observe(text_message(msg, context.bot.id, context.bot.username))
     if decision:
         context.application.create_task(
-            answer(msg, context, decision), update=update, name=f"answer-{msg.chat_id}"
+            answer(msg, context, decision), update=update, name=f"{ANSWER_TASK}{msg.chat_id}"
         )
 
 

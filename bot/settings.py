@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from training.settings import ENV_FILE, SETTINGS_CONFIG, TrainingSettings, load
 
 TELEGRAM_API = "https://api.telegram.org/bot"
+TELEGRAM_FILES = "https://api.telegram.org/file/bot"
 
 IdSet = Annotated[frozenset[int], NoDecode]
 
@@ -34,6 +35,11 @@ class TelegramSection(BaseModel):
     telegram_api_base_url: str = Field(
         TELEGRAM_API,
         description="Bot API base URL, token appended (a local Bot API server, or a test fake).",
+    )
+    telegram_api_base_file_url: str = Field(
+        TELEGRAM_FILES,
+        description="Where the bot downloads files (exports sent to it), token appended; "
+        "a local Bot API server's is http://HOST:PORT/file/bot.",
     )
     allowed_chat_ids: IdSet = Field(
         frozenset(),
@@ -69,14 +75,17 @@ class TelegramSection(BaseModel):
             return [value]
         return value
 
-    @field_validator("telegram_api_base_url")
+    @field_validator("telegram_api_base_url", "telegram_api_base_file_url")
     @classmethod
-    def _check_base_url(cls, value: str) -> str:
+    def _check_base_url(cls, value: str, info: ValidationInfo) -> str:
         """python-telegram-bot appends the token to this URL as it is: without the final
         ``/bot`` the token lands in the port or the host and the start fails deep inside httpx
         (``Invalid port: '45999<token>'``). The value itself is never quoted: a token pasted
         into it must not reach the message."""
-        expected = "must look like https://api.telegram.org/bot or http://HOST:PORT/bot"
+        files = "/file" if info.field_name == "telegram_api_base_file_url" else ""
+        expected = (
+            f"must look like https://api.telegram.org{files}/bot or http://HOST:PORT{files}/bot"
+        )
         parts = urlsplit(value)
         try:
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 # python-telegram-bot sends string parameters raw and everything else JSON-encoded.
 STRING_FIELDS = frozenset(
@@ -127,6 +127,8 @@ class FakeTelegram:
         self._next_update_id = 1
         self._next_message_id: dict[int, int] = {}
         self._failures: dict[str, list[tuple[int, str]]] = {}
+        self._files: dict[str, tuple[bytes, int]] = {}  # file_id -> (bytes, claimed size)
+        self.messages_sent: list[dict[str, Any]] = []  # sendMessage results, with their ids
         self._cond = threading.Condition()
         self._closing = False
         self._server: ThreadingHTTPServer | None = None
@@ -167,6 +169,13 @@ class FakeTelegram:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/bot"
 
+    @property
+    def base_file_url(self) -> str:
+        """What ``TELEGRAM_API_BASE_FILE_URL`` must be: files are served under it."""
+        assert self._server is not None, "start() the server first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/file/bot"
+
     # --- feeding updates ----------------------------------------------------------------------
 
     def say(
@@ -193,6 +202,57 @@ class FakeTelegram:
             message["reply_to_message"] = reply_to
         self.push({"message": message})
         return message
+
+    def send_document(
+        self,
+        chat: FakeChat,
+        user: FakeUser,
+        file_name: str,
+        data: bytes,
+        *,
+        file_size: int | None = None,
+        mime_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """Queue a document message; getFile and the file URL then serve ``data``.
+
+        ``file_size`` is what the message (and getFile) claim, default ``len(data)``; above
+        20 MB getFile answers as the cloud Bot API does ("file is too big")."""
+        size = len(data) if file_size is None else file_size
+        with self._cond:
+            file_id = f"DOC{len(self._files) + 1}"
+            self._files[file_id] = (data, size)
+        message = {
+            "message_id": self._message_id(chat.id),
+            "date": int(time.time()),
+            "chat": chat.to_dict(),
+            "from": user.to_dict(),
+            "document": {
+                "file_id": file_id,
+                "file_unique_id": f"u{file_id}",
+                "file_name": file_name,
+                "mime_type": mime_type,
+                "file_size": size,
+            },
+        }
+        self.push({"message": message})
+        return message
+
+    def press(self, user: FakeUser, message: dict[str, Any], data: str) -> int:
+        """Queue a callback query: ``user`` pressed a button with ``data`` under ``message``
+        (a message the bot sent: see ``messages_sent``)."""
+        with self._cond:
+            query_id = f"Q{self._next_update_id}"
+        return self.push(
+            {
+                "callback_query": {
+                    "id": query_id,
+                    "from": user.to_dict(),
+                    "chat_instance": "fake-instance",
+                    "message": message,
+                    "data": data,
+                }
+            }
+        )
 
     def push(self, update: dict[str, Any]) -> int:
         """Queue any update (an ``update_id`` is added); returns its id."""
@@ -292,7 +352,45 @@ class FakeTelegram:
             "from": self.bot.to_dict(),
             "text": text,
         }
+        if params.get("reply_markup"):
+            message["reply_markup"] = params["reply_markup"]
+        with self._cond:
+            self.messages_sent.append(message)
         return message
+
+    # --- files and buttons (getFile, the file URL, callback queries) ----------------------------
+
+    def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:
+        file_id = str(params["file_id"])
+        with self._cond:
+            if file_id not in self._files:
+                raise ApiError(400, "Bad Request: invalid file_id")
+            _, size = self._files[file_id]
+        if size > 20 * 1024 * 1024:
+            raise ApiError(400, "Bad Request: file is too big")
+        return {
+            "file_id": file_id,
+            "file_unique_id": f"u{file_id}",
+            "file_size": size,
+            "file_path": f"documents/{file_id}.bin",
+        }
+
+    def file_bytes(self, path: str) -> bytes | None:
+        """The bytes served at ``/file/bot<token>/<path>`` (None: 404)."""
+        match = re.fullmatch(r"documents/(\w+)\.bin", path)
+        with self._cond:
+            found = self._files.get(match.group(1)) if match else None
+        return found[0] if found else None
+
+    def _edited(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = int(params["chat_id"])
+        return {
+            "message_id": int(params["message_id"]),
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "supergroup" if chat_id < 0 else "private"},
+            "from": self.bot.to_dict(),
+            "text": str(params.get("text") or ""),
+        }
 
     def _set_my_commands(self, params: dict[str, Any]) -> bool:
         with self._cond:
@@ -376,6 +474,10 @@ _API: dict[str, Any] = {
     "getChat": FakeTelegram._get_chat,
     "getChatMember": FakeTelegram._get_chat_member,
     "deleteMyCommands": lambda self, params: True,
+    "getFile": FakeTelegram._get_file,
+    "answerCallbackQuery": lambda self, params: True,
+    "editMessageReplyMarkup": FakeTelegram._edited,
+    "editMessageText": FakeTelegram._edited,
     "deleteWebhook": lambda self, params: True,
     "setWebhook": lambda self, params: True,
     "close": lambda self, params: True,
@@ -390,7 +492,26 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
+        file_prefix = f"/file/bot{self.fake.token}/"
+        path = unquote(self.path.partition("?")[0])  # PTB quotes the token's ":" as %3A
+        if path.startswith(file_prefix):
+            self._serve_file(path[len(file_prefix) :])
+            return
         self._serve(self.path.partition("?")[2].encode())
+
+    def _serve_file(self, path: str) -> None:
+        data = self.fake.file_bytes(path)
+        with self.fake._cond:
+            self.fake.calls.append(Call("file", {"path": path}, ok=data is not None))
+        if data is None:
+            self._reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(data)
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

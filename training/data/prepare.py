@@ -382,7 +382,7 @@ class _Progress:
         if self.bar is None:
             return None
         base = self.done_before[path]
-        return lambda offset: self.bar.update(self.task, completed=base + offset)
+        return lambda offset: self.bar.set(base + offset)
 
 
 @contextmanager
@@ -391,15 +391,13 @@ def _progress(exports: list[Path], enabled: bool) -> Iterator[_Progress]:
     if not enabled or sum(sizes.values()) < PROGRESS_MIN_BYTES:
         yield _Progress(None, None, sizes)
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+    from training.progress import progress
 
-    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn())
-    with Progress(
-        *columns, TimeRemainingColumn(), console=Console(stderr=True), transient=True
-    ) as bar:
-        task = bar.add_task("reading", total=sum(sizes.values()))
-        yield _Progress(bar, task, sizes)
+    bar = progress(sum(sizes.values()), "reading", unit="B")
+    try:
+        yield _Progress(bar, None, sizes)
+    finally:
+        bar.close()
 
 
 @contextmanager
@@ -407,18 +405,13 @@ def _progress_task(turns: int, options: PrepareOptions) -> Iterator[Callable[[in
     if not options.progress or turns < 200_000:
         yield lambda _n: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+    from training.progress import progress
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("writing pairs", total=turns)
-        yield lambda n: bar.advance(task, n)
+    bar = progress(turns, "writing pairs")
+    try:
+        yield bar.update
+    finally:
+        bar.close()
 
 
 def _options_dict(options: PrepareOptions) -> dict[str, Any]:

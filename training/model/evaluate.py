@@ -290,9 +290,8 @@ def evaluate(
     Everything is written to a temporary directory first and renamed to ``out_dir`` (default
     ``MODEL_DIR/eval-SPLIT``), so a report on disk is always complete.
     """
-    from tqdm.auto import tqdm
-
     from training.model.tasks import read_chat_split
+    from training.progress import progress as progress_bar
 
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     if limit is not None and limit <= 0:
@@ -330,10 +329,13 @@ def evaluate(
         prompts = [
             build_prompt([ln for ln in row["conversation"].split("\n") if ln]) for row in rows
         ]
-        with tqdm(total=len(prompts), desc="generating", disable=not progress) as bar:
+        bar = progress_bar(len(prompts), "generating", enabled=progress)
+        try:
             replies = generate(
                 model, tokenizer, prompts, max_source, max_target, batch_size, bar.update
             )
+        finally:
+            bar.close()
         report.update(score(replies, real, real_senders))
         samples = [
             {"context": row["conversation"], "real": want, "generated": got}

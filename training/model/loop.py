@@ -245,7 +245,8 @@ class Loop:
     def run(self, state: TrainState) -> TrainState:
         """Train until done; ``state`` is updated in place and returned."""
         import torch
-        from tqdm.auto import tqdm
+
+        from training.progress import progress
 
         cfg, main = self.config, self.accelerator.is_main_process
         stopper = EarlyStopping(state, cfg.patience, cfg.min_delta)
@@ -256,12 +257,12 @@ class Loop:
             "tokens": state.window_tokens,
             "start": time.perf_counter(),
         }
-        bar = tqdm(
-            total=self.total_steps,
+        bar = progress(
+            self.total_steps,
+            "training",
             initial=state.step,
-            disable=not (main and cfg.progress),
             unit="step",
-            dynamic_ncols=True,
+            enabled=main and cfg.progress,
         )
         epoch, offset = self.order.locate(state.step)
         step_start = time.perf_counter()
