@@ -91,7 +91,6 @@ def diagnose(settings: Settings | None = None, env_file: Path | str | None = ".e
     the environment and ``env_file``, as ``friendbot run`` reads them.
     """
     from bot.settings import load_settings as load_bot_settings
-    from training.settings import load_settings as load_retrain_settings
 
     checks = [check_user()]
     if settings is None:
@@ -99,13 +98,6 @@ def diagnose(settings: Settings | None = None, env_file: Path | str | None = ".e
             settings = load_bot_settings(env_file)
         except InputError as exc:
             return [*checks, fail("settings", str(exc), "fix the variable in .env")]
-    try:
-        retrain: TrainingSettings | None = load_retrain_settings(env_file)
-    except InputError as exc:
-        retrain = None
-        checks.append(
-            fail("retrain settings", str(exc), "fix the variable in .env (the bot reads them too)")
-        )
     try:
         checks += asyncio.run(telegram_checks(settings))
     except Exception as exc:  # no check may take the report down with it
@@ -115,10 +107,9 @@ def diagnose(settings: Settings | None = None, env_file: Path | str | None = ".e
     if model_dir is not None:
         checks.append(_guarded("ct2", warn, check_ct2, model_dir, settings.inference_backend))
     checks.append(_guarded("database", fail, check_database, settings.database_url))
-    if retrain is not None:
-        checks.append(_guarded("exports", warn, check_exports_dir, retrain.exports_dir))
-        checks.append(_guarded("schedule", warn, check_schedule, retrain))
-        checks.append(_guarded("disk", warn, check_disk, retrain.models_dir, model_dir))
+    checks.append(_guarded("exports", warn, check_exports_dir, settings.exports_dir))
+    checks.append(_guarded("schedule", warn, check_schedule, settings))
+    checks.append(_guarded("disk", warn, check_disk, settings.models_dir, model_dir))
     return checks
 
 
@@ -397,9 +388,9 @@ def check_ct2(model_dir: Path, backend: str) -> Check:
 def ct2_problem(model_dir: Path) -> str | None:
     """Why ``model_dir/ct2`` cannot serve the model (None when it can): the reply engine's own
     rule, so the doctor never disagrees with what the bot will do."""
-    from bot.engine import _ct2_problem
+    from training.model.model_dir import ct2_problem
 
-    return _ct2_problem(model_dir)
+    return ct2_problem(model_dir)
 
 
 # --- database --------------------------------------------------------------------------------
