@@ -10,6 +10,14 @@ Metrics on a split of a prepared dataset (the test split by default):
   is left out: speaker accuracy already scores it).
 - ``distinct_1`` / ``distinct_2``: unique n-grams over all n-grams of the generations (a model
   that says "lol" to everything scores low).
+- ``loops`` / ``echo``: shares of replies that repeat a word 3-gram three times, or copy a
+  context line (training/model/imitation.py).
+- ``imitation``: asked ``reply as NAME:`` for each pair of an active speaker, how often the
+  reply sounds like NAME to a speaker classifier, next to its ceiling and chance, with loops and
+  echo, under greedy decoding and under the bot's sampling (training/model/imitation.py).
+
+Every generation uses the shared decoding defaults (training/model/decoding.py), loop guards
+included, so the report shows what the bot would say.
 
 Baselines, scored the same way: ``most_frequent_speaker`` (always the training split's most
 active member, saying their most common message) and ``repeat_last_line`` (echo the last
@@ -20,14 +28,23 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.errors import InputError, first_line
 from training.formatting import build_prompt, parse_turn
+from training.model.decoding import BOT_DECODING, GREEDY_DECODING, DecodeOptions, hf_generate_kwargs
+from training.model.imitation import (
+    echoes,
+    imitation_markdown,
+    loops,
+    measure_imitation,
+    share,
+    tokenize_words,
+)
 from training.model.model_dir import ModelInfo, validate
 from training.output_dirs import EVAL_KIND, check_location, check_replaceable, staged
 
@@ -38,10 +55,10 @@ if TYPE_CHECKING:
 EVAL_FILE = "eval.json"
 REPORT_FILE = "eval.md"
 SPEAKER_PLOT = "speaker_accuracy.png"
+VOICE_PLOT = "voice.png"
 LOSS_TOKEN_BUDGET = 8192
 SAMPLES_IN_REPORT = 12
-# words, plus single symbols that are not ASCII punctuation (emoji carry a chat's voice)
-_TOKEN = re.compile(r"\w+|[^\w\s!-/:-@\[-`{-~]")
+SAMPLING_SEED = 0  # sampled replies are repeatable: two reports of one model agree
 
 
 # --- shared with training: loss over batches ----------------------------------------------
@@ -159,11 +176,17 @@ def generate(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     max_source_length: int,
-    max_new_tokens: int,
+    options: DecodeOptions = GREEDY_DECODING,
     batch_size: int = 32,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[str]:
-    """Greedy replies to ``prompts``, batched by similar length so little padding is computed."""
+    """One reply per prompt, batched by similar length so little padding is computed.
+
+    A seeded ``options`` draws the same replies for the same prompts, without disturbing the
+    process's random state.
+    """
+    from contextlib import nullcontext
+
     import torch
 
     from training.model.batching import encode_texts
@@ -172,7 +195,12 @@ def generate(
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     replies: list[str] = [""] * len(encoded)
     pad = tokenizer.pad_token_id
-    with torch.no_grad():
+    if options.num_return_sequences != 1:
+        raise ValueError("evaluate generates one reply per prompt")
+    rng = torch.random.fork_rng(devices=[]) if options.seed is not None else nullcontext()
+    with torch.no_grad(), rng:
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             width = max(len(encoded[i]) for i in idx)
@@ -184,9 +212,7 @@ def generate(
             out = model.generate(
                 input_ids=input_ids.to(model.device),
                 attention_mask=mask.to(model.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
+                **hf_generate_kwargs(options),
             )
             texts = tokenizer.batch_decode(out, skip_special_tokens=True)
             for i, text in zip(idx, texts, strict=True):
@@ -197,11 +223,6 @@ def generate(
 
 
 # --- metrics ------------------------------------------------------------------------------
-
-
-def tokenize_words(text: str) -> list[str]:
-    """Lowercased words and emoji: unicode-aware, unlike rouge-score's ASCII-only default."""
-    return _TOKEN.findall(text.lower())
 
 
 class _Tokenizer:
@@ -233,9 +254,13 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 
 
 def score(
-    replies: Sequence[str], real: Sequence[str], real_senders: Sequence[str]
+    replies: Sequence[str],
+    real: Sequence[str],
+    real_senders: Sequence[str],
+    contexts: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """Speaker accuracy (overall and per real speaker), ROUGE-L and distinct-1/2 of replies."""
+    """Speaker accuracy (overall and per real speaker), ROUGE-L, distinct-1/2 and loops of
+    replies; echo too when the ``contexts`` (lines each reply answered) are given."""
     parsed = [parse_turn(r) for r in replies]
     texts = [text for _, text in parsed]
     real_texts = [parse_turn(r)[1] for r in real]
@@ -249,6 +274,10 @@ def score(
         "rouge_l": rouge_l(texts, real_texts),
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
+        "loops": share([loops(t) for t in texts]),
+        "echo": None
+        if contexts is None
+        else share([echoes(t, c) for t, c in zip(texts, contexts, strict=True)]),
         "per_speaker": per_speaker,
     }
 
@@ -308,6 +337,7 @@ def evaluate(
     max_source, max_target = info.max_source_length, info.max_target_length
 
     real = [row["response"] for row in rows]
+    contexts = [[ln for ln in row["conversation"].split("\n") if ln] for row in rows]
     real_senders = [parse_turn(r)[0] or row["sender"] for r, row in zip(real, rows, strict=True)]
     loss = model_loss(model, tokenizer, rows, max_source, max_target)
     report: dict[str, Any] = {
@@ -322,21 +352,21 @@ def evaluate(
         "speaker_accuracy": None,
         "distinct_1": None,
         "distinct_2": None,
+        "loops": None,
+        "echo": None,
         "per_speaker": {},
+        "imitation": None,
     }
     samples: list[dict[str, str]] = []
     if do_generate:
-        prompts = [
-            build_prompt([ln for ln in row["conversation"].split("\n") if ln]) for row in rows
-        ]
+        prompts = [build_prompt(lines) for lines in contexts]
+        free = replace(GREEDY_DECODING, max_new_tokens=max_target)
         bar = progress_bar(len(prompts), "generating", enabled=progress)
         try:
-            replies = generate(
-                model, tokenizer, prompts, max_source, max_target, batch_size, bar.update
-            )
+            replies = generate(model, tokenizer, prompts, max_source, free, batch_size, bar.update)
         finally:
             bar.close()
-        report.update(score(replies, real, real_senders))
+        report.update(score(replies, real, real_senders, contexts))
         samples = [
             {"context": row["conversation"], "real": want, "generated": got}
             for row, want, got in list(zip(rows, real, replies, strict=True))[:SAMPLES_IN_REPORT]
@@ -345,24 +375,61 @@ def evaluate(
     report["baselines"] = {
         "most_frequent_speaker": {
             "speaker": top,
-            **score(top_replies, real, real_senders),
+            **score(top_replies, real, real_senders, contexts),
         },
-        "repeat_last_line": score(repeat_last_line_replies(rows), real, real_senders),
+        "repeat_last_line": score(repeat_last_line_replies(rows), real, real_senders, contexts),
     }
+    if do_generate:
+        report["imitation"] = imitation_measures(
+            model, tokenizer, rows, train_rows, max_source, batch_size, progress
+        )
     _write_outputs(report, samples, out_dir)
     report["out_dir"] = str(out_dir)
     return report
 
 
+def imitation_measures(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[dict[str, str]],
+    train_rows: Sequence[dict[str, str]],
+    max_source_length: int,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> dict[str, Any] | None:
+    """Voice, loops and echo of ``reply as NAME:`` replies, greedy and sampled as the bot does,
+    beside the two baselines (training/model/imitation.py); None with too few speakers."""
+    from training.progress import progress as progress_bar
+
+    def run(prompts: list[str], options: DecodeOptions) -> list[str]:
+        how = "sampled" if options.sample else "greedy"
+        bar = progress_bar(len(prompts), f"persona, {how}", enabled=progress)
+        try:
+            return generate(
+                model, tokenizer, prompts, max_source_length, options, batch_size, bar.update
+            )
+        finally:
+            bar.close()
+
+    decodings = {"greedy": GREEDY_DECODING, "sampled": replace(BOT_DECODING, seed=SAMPLING_SEED)}
+    baselines = {
+        "most_frequent_speaker": lambda rs: most_frequent_speaker_replies(train_rows, len(rs))[1],
+        "repeat_last_line": repeat_last_line_replies,
+    }
+    return measure_imitation(rows, train_rows, run, decodings, baselines)
+
+
 def _write_outputs(report: dict[str, Any], samples: list[dict[str, str]], out_dir: Path) -> None:
     """eval.json, eval.md and the per-speaker PNG into ``out_dir``, atomically."""
-    from training.model.plots import plot_speaker_accuracy
+    from training.model.plots import plot_speaker_accuracy, plot_voice
 
     with staged(out_dir, EVAL_KIND) as tmp:
         (tmp / EVAL_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (tmp / REPORT_FILE).write_text(markdown_report(report, samples), encoding="utf-8")
         if report["per_speaker"]:
             plot_speaker_accuracy(report, tmp / SPEAKER_PLOT)
+        if report["imitation"]:
+            plot_voice(report["imitation"], tmp / VOICE_PLOT)
 
 
 def metric_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -373,7 +440,7 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
 
     base = report["baselines"]
     systems = [report, base["most_frequent_speaker"], base["repeat_last_line"]]
-    names = ["speaker_accuracy", "rouge_l", "distinct_1", "distinct_2"]
+    names = ["speaker_accuracy", "rouge_l", "distinct_1", "distinct_2", "loops", "echo"]
     rows = [(name, [fmt(s.get(name)) for s in systems]) for name in names]
     rows.insert(0, ("loss", [fmt(report["loss"]), "-", "-"]))
     rows.insert(1, ("perplexity", [f"{report['perplexity']:.2f}", "-", "-"]))
@@ -387,13 +454,17 @@ def markdown_report(report: dict[str, Any], samples: Sequence[dict[str, str]]) -
         f"# Evaluation of `{report['model_dir']}`",
         "",
         f"Split `{report['split']}` of `{report['data_dir']}`: {report['examples']} examples. "
-        f"Greedy generation from the free prompt (the model picks the speaker).",
+        f"Greedy generation from the free prompt (the model picks the speaker), with no "
+        f"repeated {GREEDY_DECODING.no_repeat_ngram_size}-gram and repetition penalty "
+        f"{GREEDY_DECODING.repetition_penalty}.",
         "",
         f"| metric | model | most frequent speaker ({top}) | repeat last line |",
         "|---|---|---|---|",
         *(f"| {name} | {' | '.join(values)} |" for name, values in metric_rows(report)),
         "",
     ]
+    if report["generated"]:
+        lines += imitation_markdown(report["imitation"])
     if report["per_speaker"]:
         lines += ["## Speaker accuracy per real speaker", "", "| speaker | n | accuracy |"]
         lines += ["|---|---|---|"]

@@ -66,3 +66,41 @@ def plot_speaker_accuracy(report: dict[str, Any], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def plot_voice(imitation: dict[str, Any], out: Path) -> None:
+    """Per-speaker voice share of persona replies, greedy and sampled, beside the ceiling.
+
+    Each speaker's bars read against their ceiling bar (how often the classifier recognises
+    their real replies); the dashed lines are chance (majority share) and the uniform 1/N.
+    """
+    speakers = list(imitation["ceiling_per_speaker"])
+    series = [("ceiling (real replies)", "#8C8C8C", imitation["ceiling_per_speaker"])]
+    colors = ["#4C72B0", "#DD8452", "#55A868", "#C44E52"]
+    for name, color in zip(imitation["decoding"], colors, strict=False):
+        series.append((name, color, imitation[name]["per_speaker"]))
+    width = 0.8 / len(series)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(8, 3 + 1.1 * len(speakers)), 4))
+    for k, (label, color, values) in enumerate(series):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(speakers))]
+        ax.bar(xs, [values[s]["share"] for s in speakers], width, color=color, label=label)
+    ax.axhline(
+        imitation["voice_chance"],
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label="chance (majority share)",
+    )
+    ax.axhline(
+        imitation["voice_uniform"], color="black", linestyle=":", linewidth=1, label="uniform 1/N"
+    )
+    ax.set_xticks(range(len(speakers)), speakers)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share attributed to the persona")
+    ax.set_title("Does `reply as NAME:` sound like NAME?")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

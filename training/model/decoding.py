@@ -1,0 +1,106 @@
+"""How replies are decoded: one set of defaults for the bot, ``chat``, ``evaluate`` and retraining.
+
+The report of ``friendbot evaluate`` is only worth reading if it decodes the way the bot does,
+so the defaults live here, in training (the bot may import training; training never imports the
+bot), and every caller builds its options from ``DecodeOptions``.
+
+Two guards against the loops a small model falls into ("i'm sorry, i'm sorry, i'm sorry"):
+
+- ``no_repeat_ngram_size``: a token 3-gram never appears twice in one reply;
+- ``repetition_penalty``: tokens already in the reply are less likely again (CTRL's penalty:
+  logits divided by it when positive, multiplied when negative).
+
+Hugging Face ``generate`` and CTranslate2's ``translate_batch`` both take these two knobs under
+the same names, so both backends can decode alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+MAX_NEW_TOKENS = 48
+TEMPERATURE = 0.9
+TOP_P = 0.9
+TOP_K = 50
+NO_REPEAT_NGRAM_SIZE = 3
+REPETITION_PENALTY = 1.2
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to pick tokens; one value shared by both backends so they decode alike.
+
+    ``sample=False`` is greedy; greedy with several sequences asks for the best beams, so they
+    differ. ``min_new_tokens`` forbids an earlier end (the benchmark forces a fixed length).
+    ``no_repeat_ngram_size=0`` and ``repetition_penalty=1.0`` turn the loop guards off.
+    """
+
+    max_new_tokens: int = MAX_NEW_TOKENS
+    min_new_tokens: int = 0
+    sample: bool = True
+    temperature: float = TEMPERATURE
+    top_p: float = TOP_P
+    top_k: int = TOP_K
+    num_return_sequences: int = 1
+    seed: int | None = None
+    no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE
+    repetition_penalty: float = REPETITION_PENALTY
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(
+                f"min_new_tokens must be in [0, max_new_tokens]: {self.min_new_tokens}"
+            )
+        if self.num_return_sequences < 1:
+            raise ValueError(f"num_return_sequences must be >= 1, got {self.num_return_sequences}")
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError(
+                f"no_repeat_ngram_size must be >= 0 (0: off), got {self.no_repeat_ngram_size}"
+            )
+        if self.repetition_penalty <= 0:
+            raise ValueError(
+                f"repetition_penalty must be > 0 (1: off), got {self.repetition_penalty}"
+            )
+        if self.sample:
+            if self.temperature <= 0:
+                raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
+            if not 0 < self.top_p <= 1:
+                raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            if self.top_k < 0:
+                raise ValueError(f"top_k must be >= 0 (0: no top-k cut), got {self.top_k}")
+
+
+BOT_DECODING = DecodeOptions()
+"""What the bot sends: sampled, with both loop guards (``friendbot evaluate``'s "sampled")."""
+
+GREEDY_DECODING = replace(BOT_DECODING, sample=False)
+"""The bot's settings with sampling off: the most likely reply, still with the loop guards."""
+
+
+def hf_generate_kwargs(opts: DecodeOptions) -> dict[str, Any]:
+    """Keyword arguments for Hugging Face ``generate`` (or ``GenerationConfig``) from ``opts``.
+
+    Every knob is passed explicitly, so values saved in a model's generation_config.json never
+    change how it decodes.
+    """
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": opts.max_new_tokens,
+        "min_new_tokens": opts.min_new_tokens,
+        "num_return_sequences": opts.num_return_sequences,
+        "no_repeat_ngram_size": opts.no_repeat_ngram_size,
+        "repetition_penalty": opts.repetition_penalty,
+    }
+    if opts.sample:
+        kwargs.update(
+            do_sample=True,
+            num_beams=1,
+            temperature=opts.temperature,
+            top_p=opts.top_p,
+            top_k=opts.top_k,
+        )
+    else:
+        kwargs.update(do_sample=False, num_beams=opts.num_return_sequences)
+    return kwargs
