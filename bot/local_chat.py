@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 
 from bot.replies import Reply, UsageError
 from bot.responder import GenerationTimeout
-from bot.service import FriendBot, TextMessage
+from bot.service import FriendBot
 from bot.settings import Settings
+from storage.writer import MessageRecord
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class LocalChat:
             return
         speaker, text, sender_id = self._speaker(line)
         decision = self.service.observe(
-            TextMessage(
+            MessageRecord(
                 chat_id=self.chat_id,
                 message_id=self._take_id(),
                 sender_id=sender_id,
@@ -89,8 +90,8 @@ class LocalChat:
                 date=datetime.now(UTC),
                 chat_title="friendbot chat",
                 chat_type="local",
-                addressed=True,  # in the terminal, every line is said to the bot
-            )
+            ),
+            addressed=True,  # in the terminal, every line is said to the bot
         )
         if decision:
             reply = await self.service.reply_in_character(self.chat_id, speaker)
@@ -149,15 +150,10 @@ class LocalChat:
 
     def _last_message_id(self) -> int:
         """Continue after what the chat already holds, so ids never collide with stored ones."""
-        from sqlalchemy import func, select
-
-        from storage.models import Message
+        from storage.history import last_message_id
 
         with self.service.sessions.begin() as session:
-            last = session.scalar(
-                select(func.max(Message.message_id)).where(Message.chat_id == self.chat_id)
-            )
-        return int(last or 0)
+            return last_message_id(session, self.chat_id) or 0
 
 
 def run_local_chat(settings: Settings, *, you: str = "You", chat_id: int = LOCAL_CHAT_ID) -> None:

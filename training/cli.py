@@ -17,6 +17,7 @@ import sys
 import typer
 from rich.console import Console
 
+from storage.errors import StorageError
 from training.errors import InputError
 
 HELP = "Learn how a Telegram group talks, then join it as a bot that replies in its voices."
@@ -53,7 +54,7 @@ def run(app: typer.Typer, argv: list[str] | None = None) -> None:
     err = Console(stderr=True)
     try:
         status = app(args=argv, standalone_mode=False)
-    except InputError as exc:
+    except (InputError, StorageError) as exc:
         err.print(f"friendbot: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Abort:
