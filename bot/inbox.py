@@ -8,8 +8,9 @@ messages in it are committed. So:
   (storage.inbox), before the Updater sees it; whatever the next call confirms is on disk.
 - :class:`MarkHandled` marks an update handled once its handlers ran, through the message
   writer: the mark is committed with (or after) the message the update produced.
-- :func:`replay_unhandled` queues, at start, the updates a killed process stored but did not
-  handle. An update Telegram delivers again is recognised in the inbox and handled only once.
+- :func:`replay_unhandled` queues, at start, the updates a stopped process stored but did not
+  handle. An update Telegram delivers again is handled only once: skipped when the inbox has
+  it processed, or when this process handed it out already.
 
 Commands started as tasks (``block=False``: /paraphrase, /joke...) count as handled once
 started: one that a crash interrupts is not run again, as with Telegram's own delivery.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from telegram import Update
@@ -40,11 +41,18 @@ class InboxUnavailable(NetworkError):
 class InboxBot(ExtBot[Any]):
     """An ExtBot whose ``get_updates`` stores what it fetched before returning it."""
 
-    __slots__ = ("_service",)
+    __slots__ = ("_handed_out", "_service")
 
     def __init__(self, service: FriendBot, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._service = service
+        self._handed_out: set[int] = set()  # ids given to the Updater or replayed, >= offset
+
+    def claim(self, update_ids: Iterable[int]) -> set[int]:
+        """The ids not handed out by this process yet, from now on counted as handed out."""
+        fresh = set(update_ids) - self._handed_out
+        self._handed_out |= fresh
+        return fresh
 
     async def get_updates(
         self,
@@ -54,18 +62,21 @@ class InboxBot(ExtBot[Any]):
         allowed_updates: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> tuple[Update, ...]:
-        """The next updates not seen before, each stored in the inbox first.
+        """The next updates to handle, each stored in the inbox first.
 
-        Updates already in the inbox (Telegram re-delivering what a killed process fetched,
-        which the restart replays from the inbox) are left out; when a whole batch is such,
-        it is confirmed here and the next one fetched, since the Updater only moves its
-        offset past updates it is given.
+        Left out: updates already processed (Telegram delivering again what a killed process
+        handled) and updates this process handed out already (replayed from the inbox at
+        start). When a whole batch is such, it is confirmed here and the next one fetched,
+        since the Updater only moves its offset past updates it is given; confirming them
+        is safe, as they are in the inbox.
         """
         while True:
+            if offset is not None:  # Telegram never returns ids below the offset again
+                self._handed_out = {i for i in self._handed_out if i >= offset}
             updates = await super().get_updates(offset, limit, timeout, allowed_updates, **kwargs)
             if not updates:
                 return updates
-            fresh = await self._store(updates)
+            fresh = self.claim(await self._store(updates))
             if fresh:
                 return tuple(u for u in updates if u.update_id in fresh)
             offset = max(u.update_id for u in updates) + 1
@@ -108,6 +119,8 @@ async def replay_unhandled(application: Application) -> int:
     service: FriendBot = application.bot_data[SERVICE_KEY]
     bot = application.bot
     payloads = await asyncio.to_thread(service.unhandled_updates, bot.id)
+    if isinstance(bot, InboxBot):  # Telegram may deliver them again: not twice
+        bot.claim(payload["update_id"] for payload in payloads)
     for payload in payloads:
         await application.update_queue.put(Update.de_json(payload, bot))
     if payloads:

@@ -149,7 +149,7 @@ class FriendBot:
 
     def store_fetched(self, bot_id: int, updates: list[dict[str, Any]]) -> set[int]:
         """Store fetched updates durably before Telegram is told to forget them; returns the
-        ids not seen before (the others were fetched earlier and are handled, or replayed)."""
+        ids still to handle (the others were handled already: a re-delivery)."""
         from storage.db import durable_session
         from storage.inbox import save_fetched
 

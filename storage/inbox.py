@@ -32,12 +32,16 @@ KEEP_PROCESSED = timedelta(days=2)
 
 
 def save_fetched(session: Session, bot_id: int, updates: Sequence[Mapping[str, Any]]) -> set[int]:
-    """Store fetched updates (Bot API JSON, each with its ``update_id``); returns the ids that
-    were new. An id already stored (pending or recently processed) is a re-delivery: it is
-    neither stored again nor returned, so nobody handles it twice."""
+    """Store fetched updates (Bot API JSON, each with its ``update_id``) not stored yet;
+    returns the ids of those still to handle: new, or stored earlier and not processed.
+
+    An update already processed is a re-delivery (Telegram was not told in time that it may
+    forget it) and must not be handled twice: its id is not returned.
+    """
     if not updates:
         return set()
     now = utcnow()
+    ids = sorted({int(u["update_id"]) for u in updates})
     rows = [
         {"bot_id": bot_id, "update_id": int(u["update_id"]), "received_at": now, "payload": dict(u)}
         for u in updates
@@ -45,8 +49,13 @@ def save_fetched(session: Session, bot_id: int, updates: Sequence[Mapping[str, A
     stmt = dialect_insert(session, InboxUpdate).on_conflict_do_nothing(
         index_elements=[InboxUpdate.bot_id, InboxUpdate.update_id]
     )
-    # RETURNING tells which rows went in: the ones not there before.
-    return set(session.execute(stmt.returning(InboxUpdate.update_id), rows).scalars())
+    session.execute(stmt, rows)
+    unprocessed = select(InboxUpdate.update_id).where(
+        InboxUpdate.bot_id == bot_id,
+        InboxUpdate.update_id.in_(ids),
+        InboxUpdate.processed_at.is_(None),
+    )
+    return set(session.scalars(unprocessed))
 
 
 def pending_updates(session: Session, bot_id: int) -> list[dict[str, Any]]:

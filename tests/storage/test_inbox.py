@@ -34,13 +34,14 @@ def record(message_id: int, **kw) -> MessageRecord:
     return MessageRecord(**fields)
 
 
-def test_fetched_updates_are_stored_once_and_pending_in_order(Session) -> None:
+def test_fetched_updates_are_stored_once_and_handled_unless_processed(Session) -> None:
     with Session.begin() as session:
         assert save_fetched(session, BOT, [update(12), update(10), update(11)]) == {10, 11, 12}
     with Session.begin() as session:  # Telegram delivering 11 and 12 again, 13 is new
-        assert save_fetched(session, BOT, [update(11), update(12), update(13)]) == {13}
-        assert save_fetched(session, BOT + 1, [update(11)]) == {11}  # another bot's ids
-        assert [u["update_id"] for u in pending_updates(session, BOT)] == [10, 11, 12, 13]
+        mark_processed(session, [(BOT, 12)])
+        assert save_fetched(session, BOT, [update(11), update(12), update(13)]) == {11, 13}
+        assert save_fetched(session, BOT + 1, [update(12)]) == {12}  # another bot's ids
+        assert [u["update_id"] for u in pending_updates(session, BOT)] == [10, 11, 13]
         assert pending_updates(session, BOT)[0] == update(10)
 
 

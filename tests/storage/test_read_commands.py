@@ -150,18 +150,18 @@ def read_only(directory: Path) -> Iterator[None]:
     directory.chmod(0o555)
     immutable = os.geteuid() == 0 and shutil.which("chattr") is not None
     if immutable:
-        subprocess.run(["chattr", "+i", str(directory)], check=True)
+        subprocess.run(["chattr", "+i", str(directory)], capture_output=True)
     try:
         try:
             (directory / "probe").touch()
         except OSError:
             pass
         else:
-            pytest.fail(f"cannot make {directory} read-only on this machine")
+            pytest.fail(f"cannot make {directory} read-only here (root, and no chattr +i)")
         yield
     finally:
         if immutable:
-            subprocess.run(["chattr", "-i", str(directory)], check=True)
+            subprocess.run(["chattr", "-i", str(directory)], capture_output=True)
         directory.chmod(0o755)
 
 
