@@ -2,8 +2,11 @@
 
 Start-up order (``post_init``, before the first update is fetched): upgrade the database
 schema, start the message writer, load opt-outs and muted chats, apply retention, load the
-models, publish the command menu. Shutdown (``post_shutdown``): commit every queued message,
-stop the workers. Polling by default; webhook mode when ``WEBHOOK_URL`` is set.
+models, queue the updates a stopped process fetched but did not handle (bot/inbox.py), publish
+the command menu. Shutdown (``post_shutdown``): commit every queued message, stop the workers.
+Polling by default; webhook mode when ``WEBHOOK_URL`` is set. In polling mode every fetched
+batch of updates is stored before Telegram is told to forget it, so killing the process loses
+no message (bot/inbox.py).
 
 Extensions: optional features (retraining's model watcher, /retrain, /runs, admin
 notifications) plug in through :func:`extensions`, one line each. An extension is a function
@@ -11,8 +14,8 @@ notifications) plug in through :func:`extensions`, one line each. An extension i
 services in ``application.bot_data[SERVICE_KEY]`` (a :class:`bot.service.FriendBot`: ``reload()``
 swaps the models between replies, ``is_admin()``, ``sessions``, ``settings``), may add handlers
 (the core ones are in group 0), schedule jobs on ``application.job_queue``, append to
-``application.bot_data[COMMANDS_KEY]`` (the menu published at start), and message admins
-with :func:`notify_admins`.
+``application.bot_data[COMMANDS_KEY]`` (the menu published at start), check admins with
+:func:`bot.handlers.require_admin` and message them with :func:`bot.handlers.notify_admins`.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 
 from bot import handlers
 from bot.handlers import COMMANDS_KEY, SERVICE_KEY
+from bot.inbox import InboxBot, MarkHandled, replay_unhandled
 from bot.service import FriendBot
 from bot.settings import Settings
 from training.errors import InputError
@@ -85,7 +90,9 @@ def build_application(
     """The configured Application; nothing touches the network or the database until it runs.
 
     ``rate_limiter`` defaults to PTB's AIORateLimiter with Telegram's limits (30 messages/s
-    overall, 20 per minute per group), retrying a flood-wait twice.
+    overall, 20 per minute per group), retrying a flood-wait twice. The bot is an
+    :class:`~bot.inbox.InboxBot` (fetched updates stored before they are confirmed), with the
+    connection pools PTB's builder would give it.
     """
     token = settings.token
     if not token:
@@ -94,17 +101,25 @@ def build_application(
             "`friendbot chat` tries the bot locally without one)"
         )
     protect_token_in_logs(token)
+    service = service or FriendBot(settings)
+    bot = InboxBot(
+        service,
+        token=token,
+        base_url=settings.telegram_api_base_url,
+        base_file_url=settings.telegram_api_base_file_url,
+        rate_limiter=rate_limiter or AIORateLimiter(max_retries=2),
+        request=HTTPXRequest(connection_pool_size=256),
+        get_updates_request=HTTPXRequest(connection_pool_size=1),
+    )
     application = (
         ApplicationBuilder()
-        .token(token)
-        .base_url(settings.telegram_api_base_url)
-        .base_file_url(settings.telegram_api_base_file_url)
-        .rate_limiter(rate_limiter or AIORateLimiter(max_retries=2))
+        .bot(bot)
+        .concurrent_updates(MarkHandled(service, bot))
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
         .build()
     )
-    application.bot_data[SERVICE_KEY] = service or FriendBot(settings)
+    application.bot_data[SERVICE_KEY] = service
     application.bot_data[COMMANDS_KEY] = list(MENU)
     add_handlers(application, settings)
     for install in extensions():
@@ -149,23 +164,6 @@ def service_of(application: Application) -> FriendBot:
     return application.bot_data[SERVICE_KEY]
 
 
-async def notify_admins(application: Application, text: str) -> int:
-    """Send ``text`` privately to every ADMIN_USER_IDS member; returns how many got it.
-
-    Telegram only lets a bot write to someone who has started a private chat with it, so a
-    failure per admin is logged and skipped.
-    """
-    service = service_of(application)
-    delivered = 0
-    for user_id in sorted(service.settings.admin_user_ids):
-        try:
-            await application.bot.send_message(user_id, text)
-            delivered += 1
-        except Exception as exc:
-            log.warning("could not notify admin %s: %r", user_id, exc)
-    return delivered
-
-
 async def _post_init(application: Application) -> None:
     service = service_of(application)
     await asyncio.to_thread(service.start)
@@ -173,10 +171,10 @@ async def _post_init(application: Application) -> None:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, _stop_signal)
+    await replay_unhandled(application)
     await application.bot.set_my_commands(application.bot_data[COMMANDS_KEY])
     settings = service.settings
-    retention = settings.history_retention_days or settings.history_keep_per_chat
-    if retention and application.job_queue is not None:
+    if application.job_queue is not None:  # retention, and the inbox's old rows
         application.job_queue.run_repeating(
             _prune, interval=RETENTION_EVERY_S, first=RETENTION_EVERY_S, name="retention"
         )

@@ -6,12 +6,9 @@ Settings come from the environment and ``.env`` (bot/settings.py; docs/bot.md li
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from training.errors import InputError
 
 
 def run_command() -> None:
@@ -61,22 +58,18 @@ def history_command(
 def read_history(
     database_url: str, chat_id: int, limit: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The chat's stats and its newest ``limit`` messages as plain dicts (oldest first)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import OperationalError, ProgrammingError
+    """The chat's stats and its newest ``limit`` messages as plain dicts (oldest first).
 
-    from storage.db import make_engine, session_factory
+    Reads only: a missing, empty, damaged or other-version database is one StorageError line,
+    and nothing is created or migrated (storage.db.open_existing).
+    """
+    from storage.db import open_existing, reading
     from storage.history import chat_stats, recent_messages
 
-    url = make_url(database_url)
-    on_disk = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-    if on_disk and not Path(str(url.database)).expanduser().is_file():  # don't create one
-        raise InputError(f"{url.database}: no friendbot database here (run the bot first)")
-    engine = make_engine(url)
+    engine = open_existing(database_url)
     try:
-        with session_factory(engine).begin() as session:
+        with reading(engine) as session:
             stats = dict(chat_stats(session, chat_id))
-            messages = recent_messages(session, chat_id, limit)
             rows = [
                 {
                     "message_id": m.message_id,
@@ -87,11 +80,8 @@ def read_history(
                     "reply_to_message_id": m.reply_to_message_id,
                     "from_bot": m.from_bot,
                 }
-                for m in messages
+                for m in recent_messages(session, chat_id, limit)
             ]
-    except (OperationalError, ProgrammingError) as exc:
-        where = engine.url.render_as_string(hide_password=True)
-        raise InputError(f"{where}: no friendbot database here (run the bot first)") from exc
     finally:
         engine.dispose()
     return stats, rows

@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 
 from telegram import Message, MessageEntity, ReplyParameters, Update
 from telegram.constants import ChatAction, ParseMode
-from telegram.ext import ContextTypes
+from telegram.ext import Application, ContextTypes
 
 from bot.policy import Decision
 from bot.replies import Reply, UsageError
 from bot.responder import GenerationTimeout, typing
-from bot.service import FriendBot, TextMessage
+from bot.service import FriendBot
+from storage.writer import MessageRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,7 +71,8 @@ async def message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if msg is None or not msg.text:
         return
     service = service_of(context)
-    decision = service.observe(text_message(msg, context.bot.id, context.bot.username))
+    addressed = is_addressed(msg, context.bot.id, context.bot.username)
+    decision = service.observe(message_record(msg, context.bot.id), addressed=addressed)
     if decision:
         context.application.create_task(
             answer(msg, context, decision), update=update, name=f"{ANSWER_TASK}{msg.chat_id}"
@@ -217,7 +219,7 @@ async def optin(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def reload(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Load the newest models without restarting (admins)."""
-    if not await _admin(update, context, "reload"):
+    if not await require_admin(update, context, "reload"):
         return
     msg = update.effective_message
     try:
@@ -231,7 +233,7 @@ async def reload(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """What is stored for this chat, and which models answer (admins)."""
-    if not await _admin(update, context, "stats"):
+    if not await require_admin(update, context, "stats"):
         return
     msg = update.effective_message
     numbers = await service_of(context).stats(msg.chat_id)
@@ -240,7 +242,7 @@ async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Delete this chat's stored history (admins)."""
-    if not await _admin(update, context, "forget"):
+    if not await require_admin(update, context, "forget"):
         return
     msg = update.effective_message
     deleted = await service_of(context).forget(msg.chat_id)
@@ -249,7 +251,7 @@ async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def mute(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Stop replying in this chat; messages are still stored (admins)."""
-    if not await _admin(update, context, "mute"):
+    if not await require_admin(update, context, "mute"):
         return
     await service_of(context).set_muted(update.effective_chat.id, True)
     await update.effective_message.reply_text("Muted: I'll keep quiet here until /unmute.")
@@ -257,7 +259,7 @@ async def mute(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def unmute(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Start replying in this chat again (admins)."""
-    if not await _admin(update, context, "unmute"):
+    if not await require_admin(update, context, "unmute"):
         return
     await service_of(context).set_muted(update.effective_chat.id, False)
     await update.effective_message.reply_text("Unmuted: I'm back.")
@@ -268,7 +270,7 @@ async def doctor(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
     The checks call the Bot API and read the disk, so they run in a worker thread.
     """
-    if not await _admin(update, context, "doctor"):
+    if not await require_admin(update, context, "doctor"):
         return
     from bot import doctor as checkup
 
@@ -306,8 +308,8 @@ async def error_handler(update: object, context: ContextTypes.DEFAULT_TYPE) -> N
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def text_message(msg: Message, bot_id: int, bot_username: str | None) -> TextMessage:
-    """The Telegram message in the service's terms (sender, chat, whether the bot is addressed)."""
+def message_record(msg: Message, bot_id: int) -> MessageRecord:
+    """The Telegram message as the record the service stores (sender, chat, reply)."""
     chat = msg.chat
     sender_id, username, is_bot = None, None, False
     if msg.sender_chat is not None:  # anonymous admin or a linked channel: the chat speaks
@@ -316,7 +318,7 @@ def text_message(msg: Message, bot_id: int, bot_username: str | None) -> TextMes
         sender_id, username = msg.from_user.id, msg.from_user.username
         is_bot = msg.from_user.is_bot
     reply_to = msg.reply_to_message.message_id if msg.reply_to_message else None
-    return TextMessage(
+    return MessageRecord(
         chat_id=chat.id,
         message_id=msg.message_id,
         sender_id=sender_id,
@@ -328,7 +330,6 @@ def text_message(msg: Message, bot_id: int, bot_username: str | None) -> TextMes
         sender_username=username,
         sender_is_bot=is_bot or sender_id == bot_id,
         reply_to_message_id=reply_to,
-        addressed=is_addressed(msg, bot_id, bot_username),
     )
 
 
@@ -361,10 +362,31 @@ def _typing(context: ContextTypes.DEFAULT_TYPE, chat_id: int) -> AbstractAsyncCo
     return typing(lambda: context.bot.send_chat_action(chat_id, ChatAction.TYPING))
 
 
-async def _admin(update: Update, context: ContextTypes.DEFAULT_TYPE, command: str) -> bool:
-    """True for an admin; anyone else is told so."""
+async def require_admin(update: Update, context: ContextTypes.DEFAULT_TYPE, command: str) -> bool:
+    """True for an admin; anyone else is told that /``command`` is for admins (every admin
+    command, extensions' included, checks through this)."""
     user = update.effective_user
     if service_of(context).is_admin(user.id if user else None):
         return True
     await update.effective_message.reply_text(ADMINS_ONLY.format(command=command))
     return False
+
+
+async def notify_admins(
+    application: Application, text: str, *, skip: frozenset[int] | set[int] = frozenset()
+) -> int:
+    """Send ``text`` privately to every ADMIN_USER_IDS member but ``skip``; returns how many
+    got it.
+
+    Telegram only lets a bot write to someone who has started a private chat with it, so a
+    failure per admin is logged and skipped.
+    """
+    service: FriendBot = application.bot_data[SERVICE_KEY]
+    delivered = 0
+    for user_id in sorted(service.settings.admin_user_ids - set(skip)):
+        try:
+            await application.bot.send_message(user_id, text)
+            delivered += 1
+        except Exception as exc:
+            log.warning("could not notify admin %s: %r", user_id, exc)
+    return delivered

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 
 from bot.replies import Reply, UsageError
 from bot.responder import GenerationTimeout
-from bot.service import FriendBot, TextMessage
+from bot.service import FriendBot
 from bot.settings import Settings
+from storage.writer import MessageRecord
 from training.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class LocalChat:
             return
         speaker, text, sender_id = self._speaker(line)
         decision = self.service.observe(
-            TextMessage(
+            MessageRecord(
                 chat_id=self.chat_id,
                 message_id=self._take_id(),
                 sender_id=sender_id,
@@ -91,8 +92,8 @@ class LocalChat:
                 date=datetime.now(UTC),
                 chat_title="friendbot chat",
                 chat_type="local",
-                addressed=True,  # in the terminal, every line is said to the bot
-            )
+            ),
+            addressed=True,  # in the terminal, every line is said to the bot
         )
         if decision:
             reply = await self.service.reply_in_character(self.chat_id, speaker)
@@ -151,15 +152,10 @@ class LocalChat:
 
     def _last_message_id(self) -> int:
         """Continue after what the chat already holds, so ids never collide with stored ones."""
-        from sqlalchemy import func, select
-
-        from storage.models import Message
+        from storage.history import last_message_id
 
         with self.service.sessions.begin() as session:
-            last = session.scalar(
-                select(func.max(Message.message_id)).where(Message.chat_id == self.chat_id)
-            )
-        return int(last or 0)
+            return last_message_id(session, self.chat_id) or 0
 
 
 def prepare_stdin() -> None:

@@ -39,7 +39,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.handlers import ADMINS_ONLY, COMMANDS_KEY, SERVICE_KEY
+from bot.handlers import COMMANDS_KEY, SERVICE_KEY, notify_admins, require_admin
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -170,44 +170,25 @@ class RetrainHooks:
         The mark is (finished_at, id) rather than the id alone: a long run may finish after
         a later, quick one (a skipped one) and must still be reported.
         """
-        from sqlalchemy import and_, or_, select
-
-        from storage.models import BotState, TrainingRun
+        from storage.runs import finished_after
+        from storage.state import get_state, set_state
         from training.retrain.pipeline import run_record
 
         with self.service.sessions.begin() as session:
-            state = session.get(BotState, STATE_KEY)
-            if state is None:  # first start ever: report what finishes from now on
-                state = BotState(key=STATE_KEY, value=[self.started_at.isoformat(), 0])
-                session.add(state)
-            finished = TrainingRun.finished_at.is_not(None)
-            order = (TrainingRun.finished_at, TrainingRun.id)
-            when, run_id = state.value
-            stmt = select(TrainingRun).where(finished).order_by(*order)
-            if when:
-                since = datetime.fromisoformat(when)
-                stmt = stmt.where(
-                    or_(
-                        TrainingRun.finished_at > since,
-                        and_(TrainingRun.finished_at == since, TrainingRun.id > run_id),
-                    )
-                )
-            runs = list(session.scalars(stmt))
+            mark = get_state(session, STATE_KEY)
+            if mark is None:  # first start ever: report what finishes from now on
+                mark = [self.started_at.isoformat(), 0]
+                set_state(session, STATE_KEY, mark)
+            when, run_id = mark
+            runs = finished_after(session, datetime.fromisoformat(when) if when else None, run_id)
             if runs:
-                state.value = [runs[-1].finished_at.isoformat(), runs[-1].id]
+                set_state(session, STATE_KEY, [runs[-1].finished_at.isoformat(), runs[-1].id])
             return [run_record(r) for r in runs]
 
     async def tell_admins(self, text: str, run_id: int | None = None) -> int:
         """Message every admin privately (skipping those who already got this run's result)."""
         told = self.told.pop(run_id, set()) if run_id is not None else set()
-        delivered = 0
-        for user_id in sorted(self.service.settings.admin_user_ids - told):
-            try:
-                await self.application.bot.send_message(user_id, text)
-                delivered += 1
-            except Exception as exc:  # the admin never opened a private chat with the bot
-                log.warning("could not notify admin %s: %r", user_id, exc)
-        return delivered
+        return await notify_admins(self.application, text, skip=told)
 
     # --- runs started from Telegram ------------------------------------------------------------
 
@@ -298,9 +279,7 @@ async def start_schedule(context: ContextTypes.DEFAULT_TYPE) -> None:
 async def retrain_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Start a retraining run now (admins); the result is posted here when it is done."""
     msg = update.effective_message
-    service: FriendBot = context.application.bot_data[SERVICE_KEY]
-    if not service.is_admin(update.effective_user.id if update.effective_user else None):
-        await msg.reply_text(ADMINS_ONLY.format(command="retrain"))
+    if not await require_admin(update, context, "retrain"):
         raise ApplicationHandlerStop
     force = bool(context.args) and context.args[0].lower() == "force"
     if hooks_of(context).start_manual(msg.chat_id, force):
@@ -318,8 +297,7 @@ async def runs_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     """List the last retraining runs (admins)."""
     msg = update.effective_message
     service: FriendBot = context.application.bot_data[SERVICE_KEY]
-    if not service.is_admin(update.effective_user.id if update.effective_user else None):
-        await msg.reply_text(ADMINS_ONLY.format(command="runs"))
+    if not await require_admin(update, context, "runs"):
         raise ApplicationHandlerStop
     runs = await asyncio.to_thread(_recent, service, RUNS_SHOWN)
     text = "\n\n".join(format_run(run, brief=True) for run in runs) or "No retraining runs yet."

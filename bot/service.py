@@ -16,9 +16,8 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.policy import Decision, Incoming, ReplyPolicy
 from bot.replies import (
@@ -43,6 +42,7 @@ from training.formatting import build_prompt, is_placeholder_sender
 if TYPE_CHECKING:
     from bot.engine import ReplyEngine
     from bot.settings import Settings
+    from storage.writer import MessageRecord
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +52,6 @@ FLUSH_TIMEOUT_S = 10.0
 
 PARAPHRASE_USAGE = "Usage: /paraphrase TEXT (or reply to a message with /paraphrase)"
 JOKE_USAGE = "Usage: /joke [TOPIC]"
-
-
-@dataclass(frozen=True, slots=True)
-class TextMessage:
-    """One incoming text message, as either front end sees it."""
-
-    chat_id: int
-    message_id: int
-    sender_id: int | None
-    sender_name: str
-    text: str
-    date: datetime
-    chat_title: str | None = None
-    chat_type: str = "group"
-    sender_username: str | None = None
-    sender_is_bot: bool = False
-    reply_to_message_id: int | None = None
-    addressed: bool = False  # mentions the bot, or replies to one of its messages
 
 
 class FriendBot:
@@ -130,9 +112,15 @@ class FriendBot:
         self.started = False
 
     def prune(self) -> int:
-        """Apply the retention settings (at start, then daily); returns rows deleted."""
-        from storage.history import prune_messages
+        """Apply the retention settings (at start, then daily); returns messages deleted.
 
+        Also forgets inbox rows of updates handled long ago (storage.inbox).
+        """
+        from storage.history import prune_messages
+        from storage.inbox import prune_processed
+
+        with self.sessions.begin() as session:
+            prune_processed(session)
         s = self.settings
         if s.history_retention_days is None and s.history_keep_per_chat is None:
             return 0
@@ -150,14 +138,37 @@ class FriendBot:
         return deleted
 
     def _load_flags(self) -> None:
-        from sqlalchemy import select
-
-        from storage.models import Chat, Member
+        from storage.history import muted_chat_ids, opted_out_members
 
         with self.sessions.begin() as session:
-            members = session.scalars(select(Member).where(Member.opted_out)).all()
+            members = opted_out_members(session)
             self._opted_out = {m.user_id: _names(m.display_name, m.username) for m in members}
-            self._muted = set(session.scalars(select(Chat.id).where(Chat.muted)))
+            self._muted = muted_chat_ids(session)
+
+    # --- the inbox of fetched Telegram updates (bot/inbox.py) ---------------------------------
+
+    def store_fetched(self, bot_id: int, updates: list[dict[str, Any]]) -> set[int]:
+        """Store fetched updates durably before Telegram is told to forget them; returns the
+        ids still to handle (the others were handled already: a re-delivery)."""
+        from storage.db import durable_session
+        from storage.inbox import save_fetched
+
+        with durable_session(self.db) as session:
+            return save_fetched(session, bot_id, updates)
+
+    def unhandled_updates(self, bot_id: int) -> list[dict[str, Any]]:
+        """Updates stored but not handled before the last stop, oldest first."""
+        from storage.inbox import pending_updates
+
+        with self.sessions.begin() as session:
+            return pending_updates(session, bot_id)
+
+    def update_handled(self, bot_id: int, update_id: int) -> None:
+        """The update's handlers ran: mark it handled once what it queued is committed."""
+        try:
+            self.writer.mark_handled(bot_id, update_id)
+        except RuntimeError:  # stopping: it is handed over again at the next start
+            log.debug("update %s not marked handled: the writer is closed", update_id)
 
     # --- who and where ------------------------------------------------------------------------
 
@@ -176,34 +187,19 @@ class FriendBot:
 
     # --- incoming messages --------------------------------------------------------------------
 
-    def observe(self, message: TextMessage) -> Decision:
+    def observe(self, message: MessageRecord, *, addressed: bool = False) -> Decision:
         """Queue ``message`` for storage (unless its sender opted out) and decide on a reply.
 
-        Never blocks: the writer thread does the database work in batches.
+        ``addressed``: the message mentions the bot or replies to one of its posts. Never
+        blocks: the writer thread does the database work in batches.
         """
-        from storage.writer import MessageRecord
-
         if not self.is_opted_out(message.sender_id):
-            self.writer.submit(
-                MessageRecord(
-                    chat_id=message.chat_id,
-                    message_id=message.message_id,
-                    sender_id=message.sender_id,
-                    sender_name=message.sender_name,
-                    text=message.text,
-                    date=message.date,
-                    reply_to_message_id=message.reply_to_message_id,
-                    sender_username=message.sender_username,
-                    sender_is_bot=message.sender_is_bot,
-                    chat_title=message.chat_title,
-                    chat_type=message.chat_type,
-                )
-            )
+            self.writer.submit(message)
         return self.policy.decide(
             Incoming(
                 chat_id=message.chat_id,
                 sender_is_bot=message.sender_is_bot,
-                addressed=message.addressed,
+                addressed=addressed,
                 muted=self.is_muted(message.chat_id),
             )
         )
@@ -299,16 +295,13 @@ class FriendBot:
         return await asyncio.to_thread(self._read_context, chat_id)
 
     def _read_context(self, chat_id: int) -> tuple[list[str], Friends]:
-        from sqlalchemy import select
-
-        from storage.history import recent_messages
-        from storage.models import Member
+        from storage.history import bot_member_ids, recent_messages
 
         self._flush()  # the message being answered may still be in the writer's queue
         window = max(self.settings.history_size, FRIENDS_WINDOW)
         with self.sessions.begin() as session:
             recent = recent_messages(session, chat_id, window)
-            bots = set(session.scalars(select(Member.user_id).where(Member.is_bot)))
+            bots = bot_member_ids(session)
         lines = context_lines(recent[-self.settings.history_size :])
         # people only: no other bots, no chat posting as itself (a negative sender id)
         names = [

@@ -108,6 +108,21 @@ def opted_out_ids(session: Session) -> set[int]:
     return set(session.scalars(select(Member.user_id).where(Member.opted_out)))
 
 
+def opted_out_members(session: Session) -> list[Member]:
+    """Members who opted out, with their names (the bot must never speak as them either)."""
+    return list(session.scalars(select(Member).where(Member.opted_out)))
+
+
+def muted_chat_ids(session: Session) -> set[int]:
+    """Chats an admin muted: messages are stored there, but the bot does not reply."""
+    return set(session.scalars(select(Chat.id).where(Chat.muted)))
+
+
+def bot_member_ids(session: Session) -> set[int]:
+    """Senders flagged as bots: never friends the bot may speak as."""
+    return set(session.scalars(select(Member.user_id).where(Member.is_bot)))
+
+
 def add_message(
     session: Session,
     *,
@@ -175,6 +190,11 @@ def recent_messages(session: Session, chat_id: int, limit: int) -> list[Message]
         .limit(limit)
     ).all()
     return list(reversed(newest_first))
+
+
+def last_message_id(session: Session, chat_id: int) -> int | None:
+    """The highest stored message id of the chat (None when it has none)."""
+    return session.scalar(select(func.max(Message.message_id)).where(Message.chat_id == chat_id))
 
 
 def forget_chat(session: Session, chat_id: int) -> int:

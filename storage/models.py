@@ -1,4 +1,5 @@
-"""The tables: chats, members, their messages, training runs, locks and small bot state.
+"""The tables: chats, members, their messages, training runs, locks, small bot state and the
+inbox of fetched Telegram updates.
 
 Ids are Telegram's (Bot API form for chats, e.g. ``-100123...`` for supergroups), so they need
 64 bits. Every timestamp is a timezone-aware UTC ``datetime`` in Python whatever the backend:
@@ -184,6 +185,30 @@ class Lock(Base):
     def __repr__(self) -> str:
         return (
             f"Lock(name={self.name!r}, holder={self.holder!r}, heartbeat_at={self.heartbeat_at!r})"
+        )
+
+
+class InboxUpdate(Base):
+    """A Telegram update as fetched, kept from the moment it is fetched until it is handled.
+
+    Telegram forgets an update once the bot's next ``getUpdates`` confirms it, so the bot
+    stores each fetched batch here first (storage.inbox). ``processed_at`` is set when the
+    update was handled and its message committed; the payload (message text) is then dropped
+    and the row kept a while only so that a re-delivered update is recognised.
+    """
+
+    __tablename__ = "inbox"
+
+    bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    payload: Mapped[dict[str, Any] | None]
+    processed_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return (
+            f"InboxUpdate(bot_id={self.bot_id!r}, update_id={self.update_id!r}, "
+            f"processed_at={self.processed_at!r})"
         )
 
 

@@ -6,9 +6,10 @@ running row with no end) rather than nothing. Functions take a session and never
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from storage.models import TrainingRun, utcnow
@@ -72,6 +73,11 @@ def finish_run(session: Session, run_id: int, *, status: str, **fields: Any) -> 
     session.flush()
 
 
+def get_run(session: Session, run_id: int) -> TrainingRun | None:
+    """The run with this id, or None."""
+    return session.get(TrainingRun, run_id)
+
+
 def recent_runs(session: Session, limit: int = 10) -> list[TrainingRun]:
     """The last ``limit`` runs, newest first (``friendbot runs``, ``/runs``)."""
     stmt = select(TrainingRun).order_by(TrainingRun.started_at.desc(), TrainingRun.id.desc())
@@ -84,3 +90,27 @@ def last_run(session: Session, status: str | None = None) -> TrainingRun | None:
     if status is not None:
         stmt = stmt.where(TrainingRun.status == status)
     return session.scalars(stmt.limit(1)).first()
+
+
+def finished_after(
+    session: Session, finished_at: datetime | None, run_id: int = 0
+) -> list[TrainingRun]:
+    """Runs finished after the mark ``(finished_at, run_id)`` (all finished runs when
+    ``finished_at`` is None), oldest first: what admins have not been told about yet.
+
+    The mark is a pair rather than the id alone: a long run may finish after a later, quick
+    one (a skipped one) and must still be found.
+    """
+    stmt = (
+        select(TrainingRun)
+        .where(TrainingRun.finished_at.is_not(None))
+        .order_by(TrainingRun.finished_at, TrainingRun.id)
+    )
+    if finished_at is not None:
+        stmt = stmt.where(
+            or_(
+                TrainingRun.finished_at > finished_at,
+                and_(TrainingRun.finished_at == finished_at, TrainingRun.id > run_id),
+            )
+        )
+    return list(session.scalars(stmt))

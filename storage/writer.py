@@ -8,6 +8,11 @@ arrived within ``max_delay_s`` of the first one.
 
 Nothing submitted is lost: a batch that fails is retried, and if it still fails, written one
 record at a time so only a record the database refuses is dropped (and logged).
+
+The queue also carries "this Telegram update is handled" marks (:meth:`MessageWriter.mark_handled`)
+for the inbox (storage.inbox). A mark is queued after the records its update produced, so it is
+committed in the same transaction as they are, or a later one: an inbox row is never marked
+processed while its message is not yet on disk.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from storage.history import (
     upsert_chat,
     upsert_member,
 )
+from storage.inbox import mark_processed
 from storage.models import Chat, Member, utcnow
 
 log = logging.getLogger(__name__)
@@ -44,10 +50,11 @@ RETRY_DELAYS_S = (0.1, 0.5, 2.0)
 class MessageRecord:
     """One incoming (or sent) message with what is needed to upsert its chat and sender.
 
-    The first eight fields are :func:`storage.history.add_message`'s. ``chat_type`` None means
-    "don't touch the chat row" (it is created as 'unknown' if missing), for records whose chat
-    details the caller does not have. Records with ``from_bot`` never touch ``members``: the
-    bot posts under its friends' names.
+    The one record of a message for every front end (the Telegram handlers, the terminal
+    chat) and for storage. The first eight fields are :func:`storage.history.add_message`'s.
+    ``chat_type`` None means "don't touch the chat row" (it is created as 'unknown' if
+    missing), for records whose chat details the caller does not have. Records with
+    ``from_bot`` never touch ``members``: the bot posts under its friends' names.
     """
 
     chat_id: int
@@ -64,11 +71,19 @@ class MessageRecord:
     chat_type: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HandledUpdate:
+    """A mark: the inbox row of this Telegram update is processed (see storage.inbox)."""
+
+    bot_id: int
+    update_id: int
+
+
 @dataclass(slots=True)
 class WriterStats:
     """Counters since start (read them from any thread; they only grow)."""
 
-    submitted: int = 0
+    submitted: int = 0  # records; handled-update marks are not counted here
     stored: int = 0
     duplicates: int = 0
     opted_out: int = 0
@@ -151,8 +166,12 @@ def _ensure_chat(session: Session, record: MessageRecord) -> None:
     session.execute(stmt.on_conflict_do_nothing(index_elements=[Chat.id]))
 
 
+_Item = MessageRecord | HandledUpdate
+
+
 class MessageWriter:
-    """A queue of :class:`MessageRecord` drained by one thread, one commit per batch.
+    """A queue of :class:`MessageRecord` (and :class:`HandledUpdate` marks) drained by one
+    thread, one commit per batch.
 
     ``start()`` once; ``submit()`` from anywhere (the event loop included); ``flush()`` when
     you must read what you submitted (from async code: ``await asyncio.to_thread(w.flush)``);
@@ -172,9 +191,10 @@ class MessageWriter:
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.stats = WriterStats()
-        self._queue: queue.SimpleQueue[MessageRecord | _Signal] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item | _Signal] = queue.SimpleQueue()
         self._cond = threading.Condition()
-        self._done = 0  # records finished with: stored, duplicate, skipped or dropped
+        self._queued = 0  # items (records and marks) ever queued
+        self._done = 0  # items finished with: stored, duplicate, skipped, marked or dropped
         self._closed = False
         self._thread: threading.Thread | None = None
 
@@ -197,7 +217,17 @@ class MessageWriter:
             if self._closed:
                 raise RuntimeError("MessageWriter is closed")
             self.stats.submitted += 1
+            self._queued += 1
             self._queue.put(record)
+
+    def mark_handled(self, bot_id: int, update_id: int) -> None:
+        """Queue the mark "update ``update_id`` is handled": its inbox row is marked processed
+        in the transaction of the records submitted before it (or a later one)."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("MessageWriter is closed")
+            self._queued += 1
+            self._queue.put(HandledUpdate(bot_id, update_id))
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until everything submitted before this call is committed (or dropped).
@@ -206,7 +236,7 @@ class MessageWriter:
         running while records are pending.
         """
         with self._cond:
-            target = self.stats.submitted
+            target = self._queued
             if self._done >= target:
                 return
             if self._thread is None or not self._thread.is_alive():
@@ -227,7 +257,7 @@ class MessageWriter:
             if self._closed:
                 return
             self._closed = True
-            pending = self._done < self.stats.submitted
+            pending = self._done < self._queued
         if self._thread is None and pending:
             self.start()
         atexit.unregister(self.close)
@@ -254,9 +284,9 @@ class MessageWriter:
             if batch:
                 self._write(batch)
 
-    def _collect(self) -> tuple[list[MessageRecord], bool]:
-        """Block for the first record, then gather more until full, late, flushed or stopped."""
-        batch: list[MessageRecord] = []
+    def _collect(self) -> tuple[list[_Item], bool]:
+        """Block for the first item, then gather more until full, late, flushed or stopped."""
+        batch: list[_Item] = []
         item = self._queue.get()
         deadline = time.monotonic() + self.max_delay_s
         while True:
@@ -264,7 +294,7 @@ class MessageWriter:
                 return batch, True
             if item is _FLUSH:
                 return batch, False
-            assert isinstance(item, MessageRecord)
+            assert isinstance(item, MessageRecord | HandledUpdate)
             batch.append(item)
             if len(batch) >= self.max_batch:
                 return batch, False
@@ -279,15 +309,17 @@ class MessageWriter:
             except queue.Empty:
                 return batch, False
 
-    def _write(self, batch: list[MessageRecord]) -> None:
+    def _write(self, batch: list[_Item]) -> None:
         """One transaction for the batch; retries, then record by record, so none is lost."""
+        records = [item for item in batch if isinstance(item, MessageRecord)]
+        handled = [(i.bot_id, i.update_id) for i in batch if isinstance(i, HandledUpdate)]
         try:
-            counts = self._write_with_retries(batch)
+            counts = self._write_with_retries(records, handled)
             if counts is None:
-                counts = self._write_one_by_one(batch)
+                counts = self._write_one_by_one(records, handled)
         except Exception:  # never let the thread die: flush() would wait forever
-            log.exception("message writer: unexpected error; %d records dropped", len(batch))
-            counts = WriterStats(dropped=len(batch))
+            log.exception("message writer: unexpected error; %d records dropped", len(records))
+            counts = WriterStats(dropped=len(records))
         with self._cond:
             for name in ("stored", "duplicates", "opted_out", "dropped"):
                 setattr(self.stats, name, getattr(self.stats, name) + getattr(counts, name))
@@ -295,13 +327,17 @@ class MessageWriter:
             self._done += len(batch)
             self._cond.notify_all()
 
-    def _write_with_retries(self, batch: list[MessageRecord]) -> WriterStats | None:
+    def _write_with_retries(
+        self, records: list[MessageRecord], handled: list[tuple[int, int]]
+    ) -> WriterStats | None:
         """The batch in one commit; None when it keeps failing (caller isolates the bad one)."""
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS_S)):
             time.sleep(delay)
             try:
                 with self.session_factory.begin() as session:
-                    return write_batch(session, batch)
+                    counts = write_batch(session, records) if records else WriterStats()
+                    mark_processed(session, handled)
+                    return counts
             except OperationalError as exc:  # locked, disconnected: worth waiting for
                 log.warning("message writer: batch failed (attempt %d): %s", attempt + 1, exc)
             except Exception as exc:  # a record the database refuses: find it
@@ -309,9 +345,13 @@ class MessageWriter:
                 return None
         return None
 
-    def _write_one_by_one(self, batch: list[MessageRecord]) -> WriterStats:
+    def _write_one_by_one(
+        self, records: list[MessageRecord], handled: list[tuple[int, int]]
+    ) -> WriterStats:
+        """Each record alone; the batch's updates are marked handled only if none was dropped,
+        so a dropped message's update is handed over again at the next start."""
         total = WriterStats()
-        for record in batch:
+        for record in records:
             try:
                 with self.session_factory.begin() as session:
                     counts = write_batch(session, [record])
@@ -326,4 +366,10 @@ class MessageWriter:
             total.stored += counts.stored
             total.duplicates += counts.duplicates
             total.opted_out += counts.opted_out
+        if handled and not total.dropped:
+            try:
+                with self.session_factory.begin() as session:
+                    mark_processed(session, handled)
+            except Exception:
+                log.exception("message writer: %d updates stay in the inbox", len(handled))
         return total

@@ -19,6 +19,7 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 
+from storage.errors import StorageError
 from training.errors import InputError, first_line
 
 HELP = "Learn how a Telegram group talks, then join it as a bot that replies in its voices."
@@ -69,7 +70,7 @@ def run(app: typer.Typer, argv: list[str] | None = None) -> None:
         status = app(args=argv, standalone_mode=False)
     except SystemExit:
         raise
-    except InputError as exc:
+    except (InputError, StorageError) as exc:
         _fail(f"friendbot: error: {exc}", exc.exit_code)
     except typer.Abort:
         _fail("Aborted.", 130)

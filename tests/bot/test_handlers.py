@@ -1,4 +1,4 @@
-"""Telegram glue: who addressed the bot, how a message becomes a TextMessage, the wiring,
+"""Telegram glue: who addressed the bot, how a message becomes a MessageRecord, the wiring,
 and the token kept out of logs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from telegram import Chat, Message, MessageEntity, User
 from telegram.ext import CommandHandler, MessageHandler
 
 from bot.app import MENU, RedactToken, build_application, protect_token_in_logs
-from bot.handlers import SERVICE_KEY, is_addressed, text_message
+from bot.handlers import SERVICE_KEY, is_addressed, message_record
 from bot.settings import Settings
 from training.errors import InputError
 
@@ -65,26 +65,26 @@ def test_text_mention_and_reply_to_the_bot_address_it() -> None:
     assert not is_addressed(msg("haha yes", reply_to=alices_message), BOT.id, "friends_bot")
 
 
-def test_text_message_carries_sender_chat_and_reply() -> None:
+def test_message_record_carries_sender_chat_and_reply() -> None:
     earlier = msg("earlier")
-    incoming = text_message(msg("hi all", reply_to=earlier), BOT.id, "friends_bot")
+    incoming = message_record(msg("hi all", reply_to=earlier), BOT.id)
     assert incoming.chat_id == GROUP.id and incoming.chat_type == "supergroup"
     assert incoming.chat_title == "Friends"
     assert incoming.sender_id == 1 and incoming.sender_name == "Alice Liddell"
     assert incoming.sender_username == "alice" and not incoming.sender_is_bot
-    assert incoming.reply_to_message_id == 10 and not incoming.addressed
+    assert incoming.reply_to_message_id == 10 and not incoming.from_bot
 
 
 def test_anonymous_admin_speaks_as_the_chat() -> None:
     anon = User(id=1087968824, first_name="Group", is_bot=True, username="GroupAnonymousBot")
-    incoming = text_message(msg("admins here", user=anon, sender_chat=GROUP), BOT.id, None)
+    incoming = message_record(msg("admins here", user=anon, sender_chat=GROUP), BOT.id)
     assert incoming.sender_id == GROUP.id and incoming.sender_name == "Friends"
     assert not incoming.sender_is_bot  # a person, so it may be answered
 
 
 def test_other_bots_are_flagged() -> None:
     other = User(id=5, first_name="Spam", is_bot=True)
-    assert text_message(msg("buy now", user=other), BOT.id, "friends_bot").sender_is_bot
+    assert message_record(msg("buy now", user=other), BOT.id).sender_is_bot
 
 
 def settings(tmp_path: Path, **extra: object) -> Settings:

@@ -11,9 +11,10 @@ import pytest
 
 from bot.policy import Decision
 from bot.replies import SHRUG, Reply, UsageError
-from bot.service import FriendBot, TextMessage
+from bot.service import FriendBot
 from bot.settings import Settings
 from storage.history import recent_messages
+from storage.writer import MessageRecord
 from tests.bot.scripted_engine import ScriptedEngine, served
 
 GROUP = -1001
@@ -50,10 +51,12 @@ def bot(tmp_path: Path, chat_engine: ScriptedEngine) -> Iterator[FriendBot]:
 _ids = count(1)
 
 
-def say(bot: FriendBot, user: int | None, text: str, **fields: object) -> Decision:
+def say(
+    bot: FriendBot, user: int | None, text: str, *, addressed: bool = False, **fields: object
+) -> Decision:
     name = NAMES.get(user, "Someone") if user is not None else "Channel"
     return bot.observe(
-        TextMessage(
+        MessageRecord(
             chat_id=fields.pop("chat_id", GROUP),  # type: ignore[arg-type]
             message_id=next(_ids),
             sender_id=user,
@@ -63,7 +66,8 @@ def say(bot: FriendBot, user: int | None, text: str, **fields: object) -> Decisi
             chat_title="Friends",
             chat_type="supergroup",
             **fields,  # type: ignore[arg-type]
-        )
+        ),
+        addressed=addressed,
     )
 
 
@@ -267,7 +271,7 @@ async def test_retention_prunes_at_start(tmp_path: Path, chat_engine: ScriptedEn
     first.start()
     old = datetime.now(UTC) - timedelta(days=40)
     for i in range(3):
-        first.observe(TextMessage(GROUP, 100 + i, BOB, "Bob", f"old {i}", old))
+        first.observe(MessageRecord(GROUP, 100 + i, BOB, "Bob", f"old {i}", old))
     say(first, BOB, "recent")
     first.stop()
     second = FriendBot(

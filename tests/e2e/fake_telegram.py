@@ -124,6 +124,7 @@ class FakeTelegram:
         self._chats: dict[int, FakeChat] = {}  # what getChat and getChatMember know
         self._members: dict[tuple[int, int], str] = {}  # (chat id, user id) -> status
         self._updates: list[dict[str, Any]] = []
+        self.confirmed: list[int] = []  # update ids the bot confirmed: Telegram forgot them
         self._next_update_id = 1
         self._next_message_id: dict[int, int] = {}
         self._failures: dict[str, list[tuple[int, str]]] = {}
@@ -284,6 +285,24 @@ class FakeTelegram:
             if c.ok and (chat_id is None or c.params.get("chat_id") == chat_id)
         ]
 
+    def queued(self) -> list[dict[str, Any]]:
+        """The updates not confirmed yet, as ``getUpdates`` would hand them out now."""
+        with self._cond:
+            return [dict(u) for u in self._updates]
+
+    def confirmed_ids(self) -> set[int]:
+        """Ids of the updates the bot confirmed (Telegram will never hand them out again)."""
+        with self._cond:
+            return set(self.confirmed)
+
+    def wait_confirmed(self, count: int, timeout: float = 60.0) -> int:
+        """Block until the bot has confirmed at least ``count`` updates in all; returns how
+        many it has (wakes at the moment of the confirming getUpdates, to act right then)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.confirmed) >= count, timeout):
+                raise AssertionError(f"timed out after {timeout}s waiting for {count} confirmed")
+            return len(self.confirmed)
+
     def pending_updates(self) -> int:
         """Updates not yet confirmed by the bot (it confirms with the next getUpdates offset)."""
         with self._cond:
@@ -331,7 +350,12 @@ class FakeTelegram:
         limit = int(params.get("limit") or 100)
         deadline = time.monotonic() + float(params.get("timeout") or 0)
         with self._cond:
-            # Telegram forgets every update below the offset: they are confirmed.
+            # Telegram forgets every update below the offset: they are confirmed, and a bot
+            # that did not keep them has lost them for good.
+            confirmed = [u["update_id"] for u in self._updates if u["update_id"] < offset]
+            if confirmed:
+                self.confirmed += confirmed
+                self._cond.notify_all()
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
             while not self._updates and not self._closing:
                 left = deadline - time.monotonic()

@@ -19,7 +19,9 @@ from telegram.ext import Application
 
 from bot.app import run_bot, service_of
 from bot.settings import Settings
+from storage.db import durable_session, make_engine, upgrade
 from storage.history import get_chat, recent_messages
+from storage.inbox import save_fetched
 from tests.e2e.fake_telegram import FakeChat, FakeTelegram, FakeUser
 from tests.e2e.harness import running, until
 from training.errors import InputError
@@ -347,6 +349,55 @@ async def test_restart_keeps_history(tg: FakeTelegram, settings: Settings) -> No
         ]
         assert sum(from_bot for _, _, from_bot in rows) == 2
     assert len(tg.sent()) == 2  # nothing answered twice after the restart
+
+
+async def test_updates_stored_before_a_crash_are_handled_once(
+    tg: FakeTelegram, settings: Settings
+) -> None:
+    """As after a SIGKILL: the inbox holds updates the killed bot fetched but never handled,
+    and Telegram, never told to forget them, delivers them again. Each is handled once."""
+    tg.say(GROUP, BOB, "said just before the crash")
+    asked = tg.say(GROUP, ALICE, mention("still there?"))
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    with durable_session(engine) as session:  # what the killed bot's getUpdates stored
+        save_fetched(session, tg.bot.id, tg.queued())
+    engine.dispose()
+    async with running(settings) as app:
+        assert POST.match(await reply_to(tg, asked))
+        await reply_to(tg, tg.say(GROUP, ALICE, "/help"))  # a barrier: everything before handled
+        texts = [text for _, text, from_bot in stored(app) if not from_bot]
+        assert texts == ["said just before the crash", mention("still there?")]
+        service = service_of(app)
+        await until(lambda: not service.unhandled_updates(tg.bot.id), "all marked handled")
+    assert len(replies_to(tg, asked)) == 1  # the re-delivered mention is not answered twice
+    assert tg.pending_updates() == 0
+
+
+async def test_updates_are_not_confirmed_until_stored(
+    tg: FakeTelegram,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running(settings) as app:
+        service = service_of(app)
+        store = service.store_fetched
+        attempts: list[int] = []
+
+        def failing_once(bot_id: int, updates: list[dict[str, Any]]) -> set[int]:
+            attempts.append(len(tg.confirmed_ids()))
+            if len(attempts) == 1:
+                raise OSError("disk full")
+            return store(bot_id, updates)
+
+        monkeypatch.setattr(service, "store_fetched", failing_once)
+        said = tg.say(GROUP, BOB, "hello")
+        await until(lambda: stored(app), "the message stored after the retry")
+        assert attempts[:2] == [0, 0]  # not confirmed while it could not be stored
+        await reply_to(tg, tg.say(GROUP, ALICE, "/help"))
+        assert [text for _, text, _ in stored(app)] == [said["text"]]
+    assert "could not store 1 fetched updates" in caplog.text
 
 
 def test_a_rejected_token_is_one_clear_error(

@@ -10,6 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import (
@@ -17,10 +18,13 @@ from storage.db import (
     alembic_config,
     database_url,
     make_engine,
+    open_existing,
+    reading,
     session_factory,
     upgrade,
 )
-from storage.history import add_message, upsert_chat
+from storage.errors import StorageError
+from storage.history import add_message, get_chat, upsert_chat
 from storage.models import Base, Message
 from tests.storage.conftest import T0
 
@@ -129,3 +133,41 @@ def test_migrations_ship_inside_the_package() -> None:
         assert (path.parent / "__init__.py").exists(), f"{package} has no __init__.py"
         assert any(fnmatch.fnmatch(package, p) for p in includes), package
         assert path.suffix == ".py" or any(fnmatch.fnmatch(path.name, p) for p in patterns), path
+
+
+def test_upgrade_refuses_a_newer_schema_and_leaves_it_alone(engine: Engine) -> None:
+    """A database a newer friendbot migrated: one clear line, not Alembic's traceback."""
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    with pytest.raises(StorageError, match=r"schema version 0099 is newer than this friendbot"):
+        upgrade(engine)
+    with engine.connect() as connection:
+        version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    assert version == "0099"
+
+
+def test_open_existing_reads_and_never_writes(engine: Engine, db_url: str) -> None:
+    Session = session_factory(engine)
+    with Session.begin() as session:
+        upsert_chat(session, -5, "g", "group")
+    readonly = open_existing(db_url)
+    try:
+        with reading(readonly) as session:
+            assert get_chat(session, -5) is not None
+        refused = pytest.raises(StorageError, match="cannot write the database")
+        with refused, reading(readonly) as session:
+            upsert_chat(session, -6, "h", "group")
+            session.commit()
+    finally:
+        readonly.dispose()
+    with Session() as session:
+        assert get_chat(session, -6) is None
+
+
+def test_open_existing_refuses_an_empty_database(db_url: str) -> None:
+    """Nothing migrated: a fresh PostgreSQL schema (or SQLite file) is not a friendbot one."""
+    if db_url.startswith("sqlite"):
+        make_engine(db_url).dispose()  # the file exists but holds nothing
+        Path(make_url(db_url).database).write_bytes(b"")
+    with pytest.raises(StorageError, match="empty"):
+        open_existing(db_url)

@@ -108,29 +108,29 @@ def runs(
     """List recent retraining runs: when, why, status, both models' loss, the decision."""
     from rich.table import Table
 
-    from storage.db import make_engine, session_factory, upgrade
-    from storage.models import TrainingRun
-    from storage.runs import recent_runs
+    from storage.db import open_existing, reading
+    from storage.runs import get_run, recent_runs
     from training.errors import InputError
     from training.model.model_dir import resolve_current
     from training.retrain.models_folder import resolve_previous
     from training.settings import load_settings
 
     settings = load_settings()
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    with session_factory(engine)() as session:
-        if run_id is not None:
-            found = session.get(TrainingRun, run_id)
-            if found is None:
-                raise InputError(f"--run {run_id}: no such training run")
-            rows = [found]
-        else:
-            rows = recent_runs(session, limit)
-    engine.dispose()
-    from training.retrain.pipeline import run_record
+    engine = open_existing(settings.database_url)  # reads only: creates and migrates nothing
+    from training.retrain.pipeline import run_record  # heavy: not before the database is fine
 
-    records = [run_record(r) for r in rows]
+    try:
+        with reading(engine) as session:
+            if run_id is not None:
+                found = get_run(session, run_id)
+                if found is None:
+                    raise InputError(f"--run {run_id}: no such training run")
+                rows = [found]
+            else:
+                rows = recent_runs(session, limit)
+            records = [run_record(r) for r in rows]
+    finally:
+        engine.dispose()
     if as_json or run_id is not None:
         text = json.dumps(records if run_id is None else records[0], indent=2, default=str)
         print(text)
