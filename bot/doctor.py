@@ -11,6 +11,9 @@ The checks only read. The Telegram ones use python-telegram-bot's ``Bot`` with
 ``TELEGRAM_API_BASE_URL`` (so tests point them at a fake Bot API server); the database is opened
 read-only and without creating SQLite's side files, so a doctor run as another user (root)
 cannot leave files behind that the bot's user may not write.
+
+Why one file of ~600 lines: each check is a short function, and an admin fixing a deployment
+reads them together, in the order the report prints them.
 """
 
 from __future__ import annotations

@@ -414,7 +414,7 @@ def test_the_training_childs_own_children_die_with_the_retrain(tmp_path: Path) -
 
     pid_file = tmp_path / "worker.pid"
     script = (
-        "import sys; from pathlib import Path; from training.retrain.pipeline import run_child;"
+        "import sys; from pathlib import Path; from training.retrain.children import run_child;"
         "run_child(['sh', '-c', 'sleep 60 & echo $! > ' + sys.argv[1] + '; wait'],"
         " Path(sys.argv[2]), None, False)"
     )

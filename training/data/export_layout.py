@@ -14,6 +14,9 @@ slower but independent of layout.
 
 Invalid UTF-8 in the strings read here (chat names) or anywhere in a streamed file is read
 as U+FFFD and noted in an :class:`~training.data.utf8.InvalidUtf8` (see that module).
+
+Why one file of ~520 lines: the scanner's byte-level assumptions about the export's layout
+and the checks that fall back to the streaming reader when they fail belong together.
 """
 
 from __future__ import annotations

@@ -110,10 +110,32 @@ def prepare(
     exports = [Path(p) for p in exports]
     _check_inputs(exports, out_dir, extra_messages)
     stats = PrepareStats(options=_options_dict(options))
-    rules = options.rules()
 
-    # 1. read: normalized columns per export, then the stored messages; every part of
-    #    ``sources`` remembers which input it came from (the first input wins duplicates)
+    turns, starts = _sessions(_read(exports, extra_messages, options, stats), options, stats)
+    persons = _check_speakers(turns, exports, stats, options)
+    session_index, split_of_turn = _splits(turns, starts, options, stats)
+    lo, eligible = _eligible(turns, starts, persons, exports, options, stats)
+    with staged(out_dir, DATASET_KIND) as tmp:
+        counts = _write_pairs(tmp, turns, lo, eligible, session_index, split_of_turn, options)
+        stats.pairs = {name: counts[0][i] for i, name in enumerate(SPLITS)}
+        stats.pairs_per_speaker = dict(counts[1].most_common())
+        stats.seconds = round(time.perf_counter() - started, 3)
+        (tmp / "stats.json").write_text(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False))
+    return stats
+
+
+def _read(
+    exports: list[Path],
+    extra_messages: Iterable[ChatMessage],
+    options: PrepareOptions,
+    stats: PrepareStats,
+) -> pa.Table:
+    """Steps 1-2: every input's normalized messages, one copy of each, in order.
+
+    Every part remembers which input it came from, so the first input wins duplicates even
+    when it skipped its copy (a media-only message is not kept from a later file).
+    """
+    rules = options.rules()
     sources = _Sources()
     with _progress(exports, options.progress) as progress:
         reads = [_read_one(path, options, rules, progress) for path in exports]
@@ -146,7 +168,6 @@ def prepare(
     sources.add(len(reads), [extra.table], [extra.skipped_ids])
     del reads
 
-    # 2. one copy of each message, in order
     messages, change = drop_later_copies(*sources.combined())
     skipped.update(change)
     del sources
@@ -156,18 +177,26 @@ def prepare(
     stats.messages_kept = messages.num_rows
     if messages.num_rows == 0:
         raise InputError(f"{_names_of(exports)}: no usable messages ({_skip_summary(stats)})")
+    return messages
 
-    # 3. sessions and turns
+
+def _sessions(
+    messages: pa.Table, options: PrepareOptions, stats: PrepareStats
+) -> tuple[pa.Table, np.ndarray]:
+    """Step 3: turns (bursts merged if asked) and where each session starts."""
     chat = as_numpy(messages["chat_id"])
     starts = session_starts(chat, as_numpy(messages["date"]), options.session_gap * 60)
     turns = messages
     if options.merge_bursts > 0:
         turns, starts = merge_bursts(messages, starts, options.merge_bursts)
-    del messages
     stats.turns = turns.num_rows
-    persons = _check_speakers(turns, exports, stats, options)
+    return turns, starts
 
-    # 4. splits, by session
+
+def _splits(
+    turns: pa.Table, starts: np.ndarray, options: PrepareOptions, stats: PrepareStats
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4: each turn's session index and split label, decided per session."""
     session_index = np.cumsum(starts) - 1
     first = np.flatnonzero(starts)
     plan = assign_splits(
@@ -177,8 +206,18 @@ def prepare(
         options.seed,
     )
     stats.sessions = {"total": len(first), **plan.counts()}
+    return session_index, plan.labels[session_index]
 
-    # 5. pairs, written as they are built
+
+def _eligible(
+    turns: pa.Table,
+    starts: np.ndarray,
+    persons: np.ndarray,
+    exports: list[Path],
+    options: PrepareOptions,
+    stats: PrepareStats,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 5a: each turn's oldest context turn, and which turns become a pair's response."""
     lo = context_starts(starts, options.context)
     n_context = np.arange(len(lo)) - lo
     enough = n_context >= options.min_context
@@ -197,14 +236,7 @@ def prepare(
             + (" and a sender among --speakers" if chosen else "")
             + " and a person (not a deleted account or a chat) as its sender"
         )
-    split_of_turn = plan.labels[session_index]
-    with staged(out_dir, DATASET_KIND) as tmp:
-        counts = _write_pairs(tmp, turns, lo, eligible, session_index, split_of_turn, options)
-        stats.pairs = {name: counts[0][i] for i, name in enumerate(SPLITS)}
-        stats.pairs_per_speaker = dict(counts[1].most_common())
-        stats.seconds = round(time.perf_counter() - started, 3)
-        (tmp / "stats.json").write_text(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False))
-    return stats
+    return lo, eligible
 
 
 class _Sources:

@@ -5,7 +5,6 @@ the processes, load and encode the data, build the model and optimizer, resume, 
 save. The pieces live next door: ``pretrained.py`` (base model and tokenizer), ``loop.py``
 (data order, optimizer step, validation, the loop), ``checkpoints.py`` (what ``--resume``
 reads, in formats that cannot run code), ``model_dir.py`` (what the saved directory must be).
-Over 500 lines only while ``TrainConfig`` is declared here: it is moving to its own module.
 
 Multi-process training goes through Hugging Face Accelerate: the same command runs as one
 process, under ``torchrun`` or under ``accelerate launch`` (DDP on GPUs, gloo on CPUs).

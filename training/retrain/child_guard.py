@@ -1,7 +1,7 @@
 """Stop a training child's whole process group once the retrain process that started it dies.
 
 Run as ``python -m training.retrain.child_guard PARENT_PID GROUP`` by
-``training.retrain.pipeline.run_child`` next to each child it starts. A retrain killed with
+``training.retrain.children.run_child`` next to each child it starts. A retrain killed with
 SIGKILL (the out-of-memory killer, ``kill -9``, a power-cycled container) cannot stop its
 child; the child runs in its own session, so nothing else would either, and it would train on
 for hours with nobody to read its output. On Linux the child itself gets ``PR_SET_PDEATHSIG``;

@@ -18,26 +18,24 @@ Anything that goes wrong before step 6 leaves ``models/current`` untouched and t
 ``failed`` with the reason in ``error``. A run records its owner (``host:pid:id``): if that
 process is killed outright, ``friendbot runs`` shows the run as interrupted at once, and the
 next run records it as failed. The training child dies with it (see :func:`run_child`).
+
+Why one file of ~650 lines: a run's steps read top to bottom here, in the order above, and
+splitting them would make a reader jump between files to follow one run; the child-process
+machinery lives in ``children.py``, the models folder in ``models_folder.py``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import logging
 import math
-import os
-import signal
-import subprocess
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,6 +52,7 @@ from training.output_dirs import (
     remove_owned,
 )
 from training.retrain import models_folder
+from training.retrain.children import RunFailed, last_lines, run_child
 from training.retrain.inputs import (
     check_export,
     find_exports,
@@ -69,15 +68,9 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "retrain"
 DECIDED = ("promoted", "rejected")  # runs that reached a decision: what "unchanged since" means
-_TAIL_CHARS = 2000
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 INTERRUPTED = "interrupted"  # shown for a running run whose process is gone (never stored)
 
 Report = Callable[[str], None]
-
-
-class RunFailed(Exception):
-    """A step of the run failed for a reason worth recording as is (no traceback needed)."""
 
 
 @dataclass(frozen=True)
@@ -474,7 +467,7 @@ def _train(run: _Run, data_dir: Path, base_model: str, out: Path) -> None:
     rc, tail = run_child(argv, run.log_path, settings.retrain_train_timeout_s, run.echo)
     if rc != 0:
         why = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
-        raise RunFailed(f"training failed ({why}); log {run.log_path}: {_last_lines(tail)}")
+        raise RunFailed(f"training failed ({why}); log {run.log_path}: {last_lines(tail)}")
     if not models_folder.is_model_dir(out):
         raise RunFailed(f"training exited 0 but wrote no model at {out}; log {run.log_path}")
 
@@ -573,150 +566,11 @@ def _maybe_export_ct2(run: _Run, candidate: Path, current: Path | None) -> str:
     argv = [sys.executable, "-m", "training.cli", "export-ct2", str(candidate)]
     rc, tail = run_child(argv, run.log_path, run.settings.retrain_train_timeout_s, run.echo)
     if rc != 0:
-        return f" (CTranslate2 conversion failed, served with HF: {_last_lines(tail)})"
+        return f" (CTranslate2 conversion failed, served with HF: {last_lines(tail)})"
     return ""
 
 
-# --- child processes, lock, housekeeping ---------------------------------------------------
-
-
-def run_child(
-    argv: list[str], log_path: Path, timeout_s: float | None, echo: bool
-) -> tuple[int, str]:
-    """Run ``argv`` in its own process group; append its output to ``log_path``.
-
-    Returns (exit status, the output's last characters). The child gets its own session so
-    that on a timeout or an interrupt the whole group (launchers like torchrun included) is
-    stopped, and so a Ctrl-C meant for us reaches it only through us. Being in its own
-    session, it would outlive a SIGKILL of this process; so it dies with us: on Linux by
-    ``PR_SET_PDEATHSIG``, and everywhere by ``training.retrain.child_guard``, which stops the
-    whole group (its own children too) within a second of our death.
-    """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    tail: deque[str] = deque(maxlen=64)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "ab") as log_file:
-        log_file.write(f"$ {' '.join(argv)}\n".encode())
-        log_file.flush()
-        proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()),
-        )
-        guard = _start_guard(proc.pid, log_file)
-        pump = threading.Thread(
-            target=_pump, args=(proc, log_file, tail, echo), name="retrain-log", daemon=True
-        )
-        pump.start()
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _stop_group(proc)
-            pump.join(timeout=5)
-            raise RunFailed(
-                f"training timed out after {timeout_s} s (RETRAIN_TRAIN_TIMEOUT_S); log {log_path}"
-            ) from None
-        except BaseException:
-            _stop_group(proc)
-            raise
-        finally:
-            _end_guard(guard)
-        pump.join(timeout=5)
-    return rc, "".join(tail)[-_TAIL_CHARS:]
-
-
-@functools.cache
-def _prctl() -> Any:
-    """libc's ``prctl`` (Linux), looked up once, before any fork; None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return prctl
-
-
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has the kernel SIGKILL the child when ``parent`` dies (Linux).
-
-    It runs in the forked child before ``exec``, so it does as little as possible: one
-    system call through a function looked up beforehand, and a check that the parent did
-    not die before it (then nobody would send the signal). The signal survives ``exec``.
-    """
-    prctl = _prctl()
-    if prctl is None:
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
-def _start_guard(group: int, log_file: BinaryIO) -> subprocess.Popen[bytes] | None:
-    """Start ``child_guard`` for the child's group (see run_child); None if it cannot start."""
-    argv = [sys.executable, "-m", "training.retrain.child_guard", str(os.getpid()), str(group)]
-    try:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-            start_new_session=True,  # a Ctrl-C or a signal to our group is not for it
-        )
-    except OSError as exc:  # the child still dies with us on Linux; say so and go on
-        log.warning("could not start the training child's guard: %s", exc)
-        return None
-
-
-def _end_guard(guard: subprocess.Popen[bytes] | None) -> None:
-    """The child is done: its guard is not needed any more."""
-    if guard is None:
-        return
-    if guard.poll() is None:
-        guard.kill()
-    guard.wait()
-
-
-def _pump(proc: subprocess.Popen[bytes], log_file: Any, tail: deque[str], echo: bool) -> None:
-    """Copy the child's output to the log (and our stderr), keeping the last chunks."""
-    assert proc.stdout is not None
-    while chunk := proc.stdout.read1(65536):
-        log_file.write(chunk)
-        log_file.flush()
-        tail.append(chunk.decode("utf-8", "replace"))
-        if echo:
-            sys.stderr.write(chunk.decode("utf-8", "replace"))
-            sys.stderr.flush()
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the child's process group, then SIGKILL what is left after 10 s."""
-    for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _last_lines(text: str, n: int = 3) -> str:
-    """The last non-empty lines of a child's output (progress-bar carriage returns removed)."""
-    lines = [ln.rsplit("\r", 1)[-1].strip() for ln in text.splitlines()]
-    return " | ".join([ln for ln in lines if ln][-n:]) or "(no output)"
+# --- lock and housekeeping ------------------------------------------------------------------
 
 
 def _describe(exc: BaseException) -> str:
