@@ -91,10 +91,17 @@ def encode_source(tokenizer: PreTrainedTokenizerBase, prompt: str, max_length: i
     ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     if len(ids) <= max_length:
         return ids
-    eos = ids[-1]
+    per_line = tokenizer(prompt.split("\n"), add_special_tokens=False)["input_ids"]
+    return keep_newest_lines(per_line, ids[-1], max_length)
+
+
+def keep_newest_lines(per_line: list[list[int]], eos: int, max_length: int) -> list[int]:
+    """The newest whole lines' ids that fit in ``max_length`` with ``eos``, oldest first.
+
+    Split out of ``encode_source`` so that training can tokenize the lines of all its
+    over-long prompts in one batched call and still truncate exactly as the bot does.
+    """
     budget = max_length - 1
-    lines = prompt.split("\n")
-    per_line = tokenizer(lines, add_special_tokens=False)["input_ids"]
     kept: list[list[int]] = []
     for line_ids in reversed(per_line):
         if len(line_ids) > budget:

@@ -33,3 +33,17 @@ def test_encode_source_drops_oldest_lines_whole() -> None:
     assert "Speaker0:" not in text
     # whole lines only: the first kept line starts at a speaker name
     assert text.startswith("Speaker")
+
+
+def test_batched_training_encoding_truncates_exactly_as_the_bot() -> None:
+    """encode_texts tokenizes all over-long prompts' lines in one call; same ids per prompt."""
+    from training.model.batching import encode_texts
+
+    lines = [f"Speaker{i}: message number {i} with some words" for i in range(30)]
+    tokenizer = train_tokenizer([*lines, "reply as Speaker3:"] * 20, vocab_size=120)
+    prompts = [
+        build_prompt(lines[: n + 1], persona="Speaker3" if n % 2 else None) for n in range(30)
+    ] + ["Speaker1: " + "word " * 200]  # one line longer than the budget alone
+    for max_length in (8, 40, 10_000):
+        batched = encode_texts(tokenizer, prompts, max_length)
+        assert batched == [encode_source(tokenizer, p, max_length) for p in prompts]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from training.formatting import encode_source
+from training.formatting import keep_newest_lines
 
 if TYPE_CHECKING:
     import torch
@@ -64,10 +64,16 @@ def encode_texts(
     if not prompts:
         return []
     ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    return [
-        row if len(row) <= max_length else encode_source(tokenizer, prompt, max_length)
-        for row, prompt in zip(ids, prompts, strict=True)
-    ]
+    long = [i for i, row in enumerate(ids) if len(row) > max_length]
+    # every line of every over-long prompt in one call: per prompt it was two calls (~5 ms)
+    lines = [prompts[i].split("\n") for i in long]
+    flat = tokenizer([ln for group in lines for ln in group], add_special_tokens=False)
+    flat_ids, start = flat["input_ids"] if long else [], 0
+    for i, group in zip(long, lines, strict=True):
+        per_line = flat_ids[start : start + len(group)]
+        start += len(group)
+        ids[i] = keep_newest_lines(per_line, ids[i][-1], max_length)
+    return ids
 
 
 def encode_targets(
