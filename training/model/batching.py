@@ -66,9 +66,11 @@ def encode_texts(
     ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     long = [i for i, row in enumerate(ids) if len(row) > max_length]
     # every line of every over-long prompt in one call: per prompt it was two calls (~5 ms)
+    if not long:
+        return ids
     lines = [prompts[i].split("\n") for i in long]
-    flat = tokenizer([ln for group in lines for ln in group], add_special_tokens=False)
-    flat_ids, start = flat["input_ids"] if long else [], 0
+    flat_ids = tokenizer([ln for group in lines for ln in group], add_special_tokens=False)
+    flat_ids, start = flat_ids["input_ids"], 0
     for i, group in zip(long, lines, strict=True):
         per_line = flat_ids[start : start + len(group)]
         start += len(group)
