@@ -23,12 +23,21 @@ import logging
 import os
 import threading
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from training.errors import InputError, first_line
 from training.formatting import encode_source
+from training.model.decoding import (
+    MAX_NEW_TOKENS,
+    NO_REPEAT_NGRAM_SIZE,
+    REPETITION_PENALTY,
+    TEMPERATURE,
+    TOP_K,
+    TOP_P,
+    DecodeOptions,
+    hf_generate_kwargs,
+)
 from training.model.model_dir import CT2_DIRNAME, ModelInfo, ct2_problem, read_export_meta, validate
 
 if TYPE_CHECKING:
@@ -38,41 +47,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BACKENDS = ("auto", "hf", "ct2")
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How to pick tokens; one value shared by both backends so they decode alike.
-
-    ``sample=False`` is greedy; greedy with several sequences asks for the best beams, so they
-    differ. ``min_new_tokens`` forbids an earlier end (the benchmark forces a fixed length).
-    """
-
-    max_new_tokens: int = 48
-    min_new_tokens: int = 0
-    sample: bool = True
-    temperature: float = 0.9
-    top_p: float = 0.9
-    top_k: int = 50
-    num_return_sequences: int = 1
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise ValueError(
-                f"min_new_tokens must be in [0, max_new_tokens]: {self.min_new_tokens}"
-            )
-        if self.num_return_sequences < 1:
-            raise ValueError(f"num_return_sequences must be >= 1, got {self.num_return_sequences}")
-        if self.sample:
-            if self.temperature <= 0:
-                raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
-            if not 0 < self.top_p <= 1:
-                raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-            if self.top_k < 0:
-                raise ValueError(f"top_k must be >= 0 (0: no top-k cut), got {self.top_k}")
 
 
 class _Backend(Protocol):
@@ -138,20 +112,23 @@ class ReplyEngine:
         self,
         prompts: list[str],
         *,
-        max_new_tokens: int = 48,
+        max_new_tokens: int = MAX_NEW_TOKENS,
         sample: bool = True,
-        temperature: float = 0.9,
-        top_p: float = 0.9,
-        top_k: int = 50,
+        temperature: float = TEMPERATURE,
+        top_p: float = TOP_P,
+        top_k: int = TOP_K,
         num_return_sequences: int = 1,
         seed: int | None = None,
         min_new_tokens: int = 0,
+        no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE,
+        repetition_penalty: float = REPETITION_PENALTY,
     ) -> list[list[str]]:
         """Replies to each prompt: ``num_return_sequences`` decoded texts per prompt.
 
         Prompts are encoded as in training (oldest lines dropped first past
         ``max_source_length``) and generated as one padded batch; special tokens are skipped.
-        ``seed`` makes sampling repeatable (see DecodeOptions for the rest).
+        ``seed`` makes sampling repeatable; the loop guards are on by default, as everywhere
+        replies are decoded (see training.model.decoding.DecodeOptions for the rest).
         """
         opts = DecodeOptions(
             max_new_tokens=max_new_tokens,
@@ -162,6 +139,8 @@ class ReplyEngine:
             top_k=top_k,
             num_return_sequences=num_return_sequences,
             seed=seed,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            repetition_penalty=repetition_penalty,
         )
         if not prompts:
             return []
@@ -243,22 +222,8 @@ class _HFBackend:
         for i, ids in enumerate(sources):
             input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[i, : len(ids)] = 1
-        kwargs: dict[str, Any] = {
-            **self.special_ids,
-            "max_new_tokens": opts.max_new_tokens,
-            "min_new_tokens": opts.min_new_tokens,
-            "num_return_sequences": opts.num_return_sequences,
-        }
-        if opts.sample:
-            kwargs.update(
-                do_sample=True,
-                num_beams=1,
-                temperature=opts.temperature,
-                top_p=opts.top_p,
-                top_k=opts.top_k,
-            )
-        else:
-            kwargs.update(do_sample=False, num_beams=opts.num_return_sequences)
+        # Every decoding knob, the loop guards included, comes from the shared DecodeOptions.
+        kwargs: dict[str, Any] = {**self.special_ids, **hf_generate_kwargs(opts)}
         # A seeded call must not disturb the RNG of whatever else runs in this process.
         rng = torch.random.fork_rng(devices=[]) if opts.seed is not None else nullcontext()
         with torch.inference_mode(), rng:
@@ -326,6 +291,9 @@ class _CT2Backend:
             "max_decoding_length": opts.max_new_tokens,
             "min_decoding_length": opts.min_new_tokens,
             "max_input_length": 0,  # sources are already cut by encode_source
+            # the loop guards, under the same names and meaning as in HF generate
+            "no_repeat_ngram_size": opts.no_repeat_ngram_size,
+            "repetition_penalty": opts.repetition_penalty,
         }
         n = opts.num_return_sequences
         translator = self.translator

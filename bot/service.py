@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FRIENDS_WINDOW = 200  # recent messages whose senders count as friends the bot may speak as
-CANDIDATES = 3  # replies sampled at once; the first by an acceptable friend wins
+CANDIDATES = 3  # task-model outputs sampled at once (chat replies: REPLY_CANDIDATES)
 FLUSH_TIMEOUT_S = 10.0
 
 PARAPHRASE_USAGE = "Usage: /paraphrase TEXT (or reply to a message with /paraphrase)"
@@ -247,7 +247,8 @@ class FriendBot:
         unprompted reply came out empty; asked directly, a friend who has no words shrugs."""
         context, friends = await self.context(chat_id)
         chat = self.models.current.chat
-        candidates = await self._generate(chat, build_prompt(context), CANDIDATES)
+        k = self.settings.reply_candidates
+        candidates = await self._generate(chat, build_prompt(context), k)
         reply = choose_reply(candidates, friends, avoid=[asker] if asker else [])
         if reply is not None:
             return reply
@@ -255,7 +256,7 @@ class FriendBot:
         if persona is None:
             log.info("chat %s: no friend to speak as yet", chat_id)
             return None
-        candidates = await self._generate(chat, build_prompt(context, persona), CANDIDATES)
+        candidates = await self._generate(chat, build_prompt(context, persona), k)
         reply = persona_reply(candidates, persona)
         return reply if reply is not None or not prompted else Reply(persona, SHRUG)
 
@@ -269,7 +270,9 @@ class FriendBot:
             text = limit_input(text, self.settings.max_input_chars, "Usage: /as NAME [text]")
         persona = friends.find(name) or name
         prompt = as_prompt(context, persona, asker, text)
-        candidates = await self._generate(self.models.current.chat, prompt, CANDIDATES)
+        candidates = await self._generate(
+            self.models.current.chat, prompt, self.settings.reply_candidates
+        )
         return persona_reply(candidates, persona) or Reply(persona, SHRUG)
 
     async def paraphrase(self, text: str, asker: str) -> list[str]:
@@ -331,6 +334,10 @@ class FriendBot:
         """
         s = self.settings
         seed = self._seeds.randrange(2**31) if self._seeds is not None else None
+        guards = {
+            "no_repeat_ngram_size": s.no_repeat_ngram_size,
+            "repetition_penalty": s.repetition_penalty,
+        }
 
         def work() -> list[str]:
             outputs = engine.generate(
@@ -341,11 +348,16 @@ class FriendBot:
                 top_p=s.top_p,
                 num_return_sequences=n,
                 seed=seed,
+                **guards,
             )[0]
             if any(o.strip() for o in outputs):
                 return outputs
             return engine.generate(
-                [prompt], max_new_tokens=s.max_new_tokens, sample=False, num_return_sequences=n
+                [prompt],
+                max_new_tokens=s.max_new_tokens,
+                sample=False,
+                num_return_sequences=n,
+                **guards,
             )[0]
 
         return await self.responder.run(work)
