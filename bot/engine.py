@@ -56,6 +56,12 @@ class _Backend(Protocol):
         """Token ids per output, ``num_return_sequences`` consecutive rows per source."""
         ...
 
+    def generate_scored(
+        self, sources: list[list[int]], opts: DecodeOptions
+    ) -> list[tuple[list[int], float]]:
+        """As ``generate_ids``, each row with a length-normalised log-probability score."""
+        ...
+
 
 class ReplyEngine:
     """A loaded model ready to reply; safe to call from several worker threads."""
@@ -151,6 +157,27 @@ class ReplyEngine:
             ]
         return _group(texts, num_return_sequences)
 
+    def generate_scored(
+        self, prompts: list[str], options: DecodeOptions | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """Replies with the model's mean token log-probability of each, grouped per prompt.
+
+        For best-of-k: the ``num_return_sequences`` samples of one prompt come from one batch
+        and the score is what the backend computed while decoding (no second pass), averaged
+        over tokens so that short replies are not favoured just for being short.
+        """
+        opts = options or DecodeOptions()
+        if not prompts:
+            return []
+        sources = [
+            encode_source(self._tokenizer, prompt, self.max_source_length) for prompt in prompts
+        ]
+        with self._lock:
+            rows = self._impl.generate_scored(sources, opts)
+            texts = self._tokenizer.batch_decode([ids for ids, _ in rows], skip_special_tokens=True)
+        scored = [(t.strip(), score) for t, (_, score) in zip(texts, rows, strict=True)]
+        return _group(scored, opts.num_return_sequences)
+
     def generate_ids(
         self, prompts: list[str], options: DecodeOptions | None = None
     ) -> list[list[list[int]]]:
@@ -212,6 +239,30 @@ class _HFBackend:
         }
 
     def generate_ids(self, sources: list[list[int]], opts: DecodeOptions) -> list[list[int]]:
+        out = self._generate(sources, opts, scores=False)
+        # out: (batch * num_return_sequences, 1 + new tokens). Drop the decoder start token, and
+        # the eos with the padding after it, as CTranslate2 does: both backends return alike.
+        return [_cut_at(row[1:].tolist(), self.eos_id) for row in out.cpu()]
+
+    def generate_scored(
+        self, sources: list[list[int]], opts: DecodeOptions
+    ) -> list[tuple[list[int], float]]:
+        import torch
+
+        out = self._generate(sources, opts, scores=True)
+        with torch.inference_mode():
+            # log-probabilities of the chosen tokens under the distribution they were drawn from
+            steps = self.model.compute_transition_scores(
+                out.sequences, out.scores, normalize_logits=True
+            ).cpu()
+        result = []
+        for row, logps in zip(out.sequences.cpu(), steps, strict=True):
+            ids = _cut_at(row[1:].tolist(), self.eos_id)
+            counted = min(len(ids) + 1, len(logps))  # the eos too, when it was generated
+            result.append((ids, float(logps[:counted].mean()) if counted else 0.0))
+        return result
+
+    def _generate(self, sources: list[list[int]], opts: DecodeOptions, *, scores: bool) -> Any:
         import torch
         from transformers import GenerationConfig
 
@@ -224,19 +275,18 @@ class _HFBackend:
             attention_mask[i, : len(ids)] = 1
         # Every decoding knob, the loop guards included, comes from the shared DecodeOptions.
         kwargs: dict[str, Any] = {**self.special_ids, **hf_generate_kwargs(opts)}
+        if scores:
+            kwargs.update(output_scores=True, return_dict_in_generate=True)
         # A seeded call must not disturb the RNG of whatever else runs in this process.
         rng = torch.random.fork_rng(devices=[]) if opts.seed is not None else nullcontext()
         with torch.inference_mode(), rng:
             if opts.seed is not None:
                 torch.manual_seed(opts.seed)
-            out = self.model.generate(
+            return self.model.generate(
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention_mask.to(self.device),
                 generation_config=GenerationConfig(**kwargs),
             )
-        # out: (batch * num_return_sequences, 1 + new tokens). Drop the decoder start token, and
-        # the eos with the padding after it, as CTranslate2 does: both backends return alike.
-        return [_cut_at(row[1:].tolist(), self.eos_id) for row in out.cpu()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,11 +336,22 @@ class _CT2Backend:
             ) from exc
 
     def generate_ids(self, sources: list[list[int]], opts: DecodeOptions) -> list[list[int]]:
+        return [ids for ids, _ in self._translate(sources, opts, scores=False)]
+
+    def generate_scored(
+        self, sources: list[list[int]], opts: DecodeOptions
+    ) -> list[tuple[list[int], float]]:
+        return self._translate(sources, opts, scores=True)
+
+    def _translate(
+        self, sources: list[list[int]], opts: DecodeOptions, *, scores: bool
+    ) -> list[tuple[list[int], float]]:
         tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in sources]
         common: dict[str, Any] = {
             "max_decoding_length": opts.max_new_tokens,
             "min_decoding_length": opts.min_new_tokens,
             "max_input_length": 0,  # sources are already cut by encode_source
+            "return_scores": scores,
             # the loop guards, under the same names and meaning as in HF generate
             "no_repeat_ngram_size": opts.no_repeat_ngram_size,
             "repetition_penalty": opts.repetition_penalty,
@@ -316,7 +377,15 @@ class _CT2Backend:
         else:
             common.update(beam_size=n, num_hypotheses=n)
         results = translator.translate_batch(tokens, **common)
-        return [self.tokenizer.convert_tokens_to_ids(hyp) for r in results for hyp in r.hypotheses]
+        rows = []
+        for r in results:
+            for i, hyp in enumerate(r.hypotheses):
+                ids = self.tokenizer.convert_tokens_to_ids(hyp)
+                # CTranslate2's own score (length-normalised with the default
+                # length_penalty=1); not on HF's scale, but best-of-k only compares the
+                # candidates of one batch, from one backend.
+                rows.append((ids, float(r.scores[i]) if scores else 0.0))
+        return rows
 
 
 # ---------------------------------------------------------------------------------------------

@@ -563,3 +563,25 @@ def test_loop_guards_hold_on_both_backends(model_copy: Path) -> None:
     assert ct2.generate(PROMPTS[:1], sample=False, max_new_tokens=40, min_new_tokens=40) == [
         [hf._tokenizer.decode(row, skip_special_tokens=True).strip()]
     ]
+
+
+def test_scored_generation_returns_the_replies_with_log_prob_scores(model_copy: Path) -> None:
+    """Best-of-k ranks the k samples of one batch by the score its backend computed while
+    decoding: the texts are those ``generate`` gives, and each score is a log-probability.
+    (The two backends' numbers are not on one scale, so they are only compared within one.)"""
+    greedy = replace(GREEDY_FIXED, max_new_tokens=20, min_new_tokens=0)
+    hf = _load(model_copy, backend="hf")
+    export_ct2(model_copy, quantization="float32")
+    ct2 = _load(model_copy, backend="ct2")
+    sampled = DecodeOptions(max_new_tokens=12, num_return_sequences=4, seed=1)
+    for engine in (hf, ct2):
+        scored = engine.generate_scored(PROMPTS, greedy)
+        texts = [
+            [hf._tokenizer.decode(r, skip_special_tokens=True).strip()]
+            for [r] in engine.generate_ids(PROMPTS, greedy)
+        ]
+        assert [[t for t, _ in g] for g in scored] == texts
+        assert all(-50 < score < 0 for [(_, score)] in scored), engine.backend
+        groups = engine.generate_scored(PROMPTS[:2], sampled)
+        assert [len(g) for g in groups] == [4, 4]
+        assert all(-50 < score < 0 for g in groups for _, score in g)
