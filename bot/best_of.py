@@ -18,9 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from training.formatting import clean_text, parse_turn
+from training.model.decoding import DecodeOptions
 from training.model.imitation import echoes, loops
+
+if TYPE_CHECKING:
+    from bot.engine import ReplyEngine
 
 # Mean log-probabilities of sampled replies lie around -1..-4 nats per token: a penalty of 5
 # puts any looping or parroting reply behind every clean one.
@@ -69,3 +74,21 @@ def rank(candidates: Sequence[Candidate], scorer: Scorer = score_candidate) -> l
     scores = [scorer(c) for c in candidates]
     order = sorted(range(len(candidates)), key=lambda i: -scores[i])
     return [candidates[i].text for i in order]
+
+
+def best_of(
+    engine: ReplyEngine,
+    prompt: str,
+    options: DecodeOptions,
+    context: Sequence[str],
+    persona: str | None = None,
+    scorer: Scorer = score_candidate,
+) -> list[str]:
+    """``options.num_return_sequences`` replies to ``prompt`` from one batch, best first.
+
+    The bot's reply path and the latency benchmark both call this, so the benchmark times
+    what the bot does.
+    """
+    scored = engine.generate_scored([prompt], options)[0]
+    lines = tuple(context)
+    return rank([Candidate(text, logprob, lines, persona) for text, logprob in scored], scorer)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from bot.best_of import Candidate, Scorer, rank, score_candidate
+from bot.best_of import Scorer, best_of, score_candidate
 from bot.policy import Decision, Incoming, ReplyPolicy
 from bot.replies import (
     SHRUG,
@@ -352,8 +352,8 @@ class FriendBot:
         )
 
         def work() -> list[str]:
-            scored = engine.generate_scored([prompt], options)[0]
-            if not any(text.strip() for text, _ in scored):  # as _generate: beams instead
+            ranked = best_of(engine, prompt, options, context, persona, self.scorer)
+            if not any(text.strip() for text in ranked):  # as _generate: beams instead
                 return engine.generate(
                     [prompt],
                     max_new_tokens=s.max_new_tokens,
@@ -362,8 +362,7 @@ class FriendBot:
                     no_repeat_ngram_size=s.no_repeat_ngram_size,
                     repetition_penalty=s.repetition_penalty,
                 )[0]
-            lines = tuple(context)
-            return rank([Candidate(t, lp, lines, persona) for t, lp in scored], self.scorer)
+            return ranked
 
         return await self.responder.run(work)
 
