@@ -29,6 +29,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "reply_probability": 0.0,
         "generation_seed": 1,
         "max_input_chars": 40,
+        "reply_candidates": 3,  # the scripted outputs below are written for three samples
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
@@ -90,7 +91,7 @@ async def test_reply_uses_the_training_format_and_avoids_the_asker(
     reply = await bot.reply_in_character(GROUP, "Alice")
     assert reply == Reply("Bob", "sounds good")
     assert chat_engine.prompts == ["Bob: anyone up for climbing?\nAlice: me! at 10?"]
-    assert chat_engine.calls[0]["num_return_sequences"] == 3
+    assert chat_engine.calls[0]["num_return_sequences"] == 3  # REPLY_CANDIDATES
     # the loop guards reach the engine with the shared defaults
     assert chat_engine.calls[0]["no_repeat_ngram_size"] == 3
     assert chat_engine.calls[0]["repetition_penalty"] == 1.2
