@@ -23,12 +23,21 @@ import logging
 import os
 import threading
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from training.errors import InputError, first_line
 from training.formatting import encode_source
+from training.model.decoding import (
+    MAX_NEW_TOKENS,
+    NO_REPEAT_NGRAM_SIZE,
+    REPETITION_PENALTY,
+    TEMPERATURE,
+    TOP_K,
+    TOP_P,
+    DecodeOptions,
+    hf_generate_kwargs,
+)
 from training.model.model_dir import CT2_DIRNAME, ModelInfo, ct2_problem, read_export_meta, validate
 
 if TYPE_CHECKING:
@@ -40,46 +49,17 @@ T = TypeVar("T")
 BACKENDS = ("auto", "hf", "ct2")
 
 
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How to pick tokens; one value shared by both backends so they decode alike.
-
-    ``sample=False`` is greedy; greedy with several sequences asks for the best beams, so they
-    differ. ``min_new_tokens`` forbids an earlier end (the benchmark forces a fixed length).
-    """
-
-    max_new_tokens: int = 48
-    min_new_tokens: int = 0
-    sample: bool = True
-    temperature: float = 0.9
-    top_p: float = 0.9
-    top_k: int = 50
-    num_return_sequences: int = 1
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise ValueError(
-                f"min_new_tokens must be in [0, max_new_tokens]: {self.min_new_tokens}"
-            )
-        if self.num_return_sequences < 1:
-            raise ValueError(f"num_return_sequences must be >= 1, got {self.num_return_sequences}")
-        if self.sample:
-            if self.temperature <= 0:
-                raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
-            if not 0 < self.top_p <= 1:
-                raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-            if self.top_k < 0:
-                raise ValueError(f"top_k must be >= 0 (0: no top-k cut), got {self.top_k}")
-
-
 class _Backend(Protocol):
     name: str
 
     def generate_ids(self, sources: list[list[int]], opts: DecodeOptions) -> list[list[int]]:
         """Token ids per output, ``num_return_sequences`` consecutive rows per source."""
+        ...
+
+    def generate_scored(
+        self, sources: list[list[int]], opts: DecodeOptions
+    ) -> list[tuple[list[int], float]]:
+        """As ``generate_ids``, each row with a length-normalised log-probability score."""
         ...
 
 
@@ -138,20 +118,23 @@ class ReplyEngine:
         self,
         prompts: list[str],
         *,
-        max_new_tokens: int = 48,
+        max_new_tokens: int = MAX_NEW_TOKENS,
         sample: bool = True,
-        temperature: float = 0.9,
-        top_p: float = 0.9,
-        top_k: int = 50,
+        temperature: float = TEMPERATURE,
+        top_p: float = TOP_P,
+        top_k: int = TOP_K,
         num_return_sequences: int = 1,
         seed: int | None = None,
         min_new_tokens: int = 0,
+        no_repeat_ngram_size: int = NO_REPEAT_NGRAM_SIZE,
+        repetition_penalty: float = REPETITION_PENALTY,
     ) -> list[list[str]]:
         """Replies to each prompt: ``num_return_sequences`` decoded texts per prompt.
 
         Prompts are encoded as in training (oldest lines dropped first past
         ``max_source_length``) and generated as one padded batch; special tokens are skipped.
-        ``seed`` makes sampling repeatable (see DecodeOptions for the rest).
+        ``seed`` makes sampling repeatable; the loop guards are on by default, as everywhere
+        replies are decoded (see training.model.decoding.DecodeOptions for the rest).
         """
         opts = DecodeOptions(
             max_new_tokens=max_new_tokens,
@@ -162,6 +145,8 @@ class ReplyEngine:
             top_k=top_k,
             num_return_sequences=num_return_sequences,
             seed=seed,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            repetition_penalty=repetition_penalty,
         )
         if not prompts:
             return []
@@ -171,6 +156,27 @@ class ReplyEngine:
                 t.strip() for t in self._tokenizer.batch_decode(rows, skip_special_tokens=True)
             ]
         return _group(texts, num_return_sequences)
+
+    def generate_scored(
+        self, prompts: list[str], options: DecodeOptions | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """Replies with the model's mean token log-probability of each, grouped per prompt.
+
+        For best-of-k: the ``num_return_sequences`` samples of one prompt come from one batch
+        and the score is what the backend computed while decoding (no second pass), averaged
+        over tokens so that short replies are not favoured just for being short.
+        """
+        opts = options or DecodeOptions()
+        if not prompts:
+            return []
+        sources = [
+            encode_source(self._tokenizer, prompt, self.max_source_length) for prompt in prompts
+        ]
+        with self._lock:
+            rows = self._impl.generate_scored(sources, opts)
+            texts = self._tokenizer.batch_decode([ids for ids, _ in rows], skip_special_tokens=True)
+        scored = [(t.strip(), score) for t, (_, score) in zip(texts, rows, strict=True)]
+        return _group(scored, opts.num_return_sequences)
 
     def generate_ids(
         self, prompts: list[str], options: DecodeOptions | None = None
@@ -233,6 +239,30 @@ class _HFBackend:
         }
 
     def generate_ids(self, sources: list[list[int]], opts: DecodeOptions) -> list[list[int]]:
+        out = self._generate(sources, opts, scores=False)
+        # out: (batch * num_return_sequences, 1 + new tokens). Drop the decoder start token, and
+        # the eos with the padding after it, as CTranslate2 does: both backends return alike.
+        return [_cut_at(row[1:].tolist(), self.eos_id) for row in out.cpu()]
+
+    def generate_scored(
+        self, sources: list[list[int]], opts: DecodeOptions
+    ) -> list[tuple[list[int], float]]:
+        import torch
+
+        out = self._generate(sources, opts, scores=True)
+        with torch.inference_mode():
+            # log-probabilities of the chosen tokens under the distribution they were drawn from
+            steps = self.model.compute_transition_scores(
+                out.sequences, out.scores, normalize_logits=True
+            ).cpu()
+        result = []
+        for row, logps in zip(out.sequences.cpu(), steps, strict=True):
+            ids = _cut_at(row[1:].tolist(), self.eos_id)
+            counted = min(len(ids) + 1, len(logps))  # the eos too, when it was generated
+            result.append((ids, float(logps[:counted].mean()) if counted else 0.0))
+        return result
+
+    def _generate(self, sources: list[list[int]], opts: DecodeOptions, *, scores: bool) -> Any:
         import torch
         from transformers import GenerationConfig
 
@@ -243,35 +273,20 @@ class _HFBackend:
         for i, ids in enumerate(sources):
             input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[i, : len(ids)] = 1
-        kwargs: dict[str, Any] = {
-            **self.special_ids,
-            "max_new_tokens": opts.max_new_tokens,
-            "min_new_tokens": opts.min_new_tokens,
-            "num_return_sequences": opts.num_return_sequences,
-        }
-        if opts.sample:
-            kwargs.update(
-                do_sample=True,
-                num_beams=1,
-                temperature=opts.temperature,
-                top_p=opts.top_p,
-                top_k=opts.top_k,
-            )
-        else:
-            kwargs.update(do_sample=False, num_beams=opts.num_return_sequences)
+        # Every decoding knob, the loop guards included, comes from the shared DecodeOptions.
+        kwargs: dict[str, Any] = {**self.special_ids, **hf_generate_kwargs(opts)}
+        if scores:
+            kwargs.update(output_scores=True, return_dict_in_generate=True)
         # A seeded call must not disturb the RNG of whatever else runs in this process.
         rng = torch.random.fork_rng(devices=[]) if opts.seed is not None else nullcontext()
         with torch.inference_mode(), rng:
             if opts.seed is not None:
                 torch.manual_seed(opts.seed)
-            out = self.model.generate(
+            return self.model.generate(
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention_mask.to(self.device),
                 generation_config=GenerationConfig(**kwargs),
             )
-        # out: (batch * num_return_sequences, 1 + new tokens). Drop the decoder start token, and
-        # the eos with the padding after it, as CTranslate2 does: both backends return alike.
-        return [_cut_at(row[1:].tolist(), self.eos_id) for row in out.cpu()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,11 +336,25 @@ class _CT2Backend:
             ) from exc
 
     def generate_ids(self, sources: list[list[int]], opts: DecodeOptions) -> list[list[int]]:
+        return [ids for ids, _ in self._translate(sources, opts, scores=False)]
+
+    def generate_scored(
+        self, sources: list[list[int]], opts: DecodeOptions
+    ) -> list[tuple[list[int], float]]:
+        return self._translate(sources, opts, scores=True)
+
+    def _translate(
+        self, sources: list[list[int]], opts: DecodeOptions, *, scores: bool
+    ) -> list[tuple[list[int], float]]:
         tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in sources]
         common: dict[str, Any] = {
             "max_decoding_length": opts.max_new_tokens,
             "min_decoding_length": opts.min_new_tokens,
             "max_input_length": 0,  # sources are already cut by encode_source
+            "return_scores": scores,
+            # the loop guards, under the same names and meaning as in HF generate
+            "no_repeat_ngram_size": opts.no_repeat_ngram_size,
+            "repetition_penalty": opts.repetition_penalty,
         }
         n = opts.num_return_sequences
         translator = self.translator
@@ -348,7 +377,15 @@ class _CT2Backend:
         else:
             common.update(beam_size=n, num_hypotheses=n)
         results = translator.translate_batch(tokens, **common)
-        return [self.tokenizer.convert_tokens_to_ids(hyp) for r in results for hyp in r.hypotheses]
+        rows = []
+        for r in results:
+            for i, hyp in enumerate(r.hypotheses):
+                ids = self.tokenizer.convert_tokens_to_ids(hyp)
+                # CTranslate2's own score (length-normalised with the default
+                # length_penalty=1); not on HF's scale, but best-of-k only compares the
+                # candidates of one batch, from one backend.
+                rows.append((ids, float(r.scores[i]) if scores else 0.0))
+        return rows
 
 
 # ---------------------------------------------------------------------------------------------

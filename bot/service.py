@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from bot.best_of import Scorer, best_of, score_candidate
 from bot.policy import Decision, Incoming, ReplyPolicy
 from bot.replies import (
     SHRUG,
@@ -38,6 +39,7 @@ from bot.replies import (
 from bot.responder import Responder
 from bot.serving import ModelHolder, ServedModels, load_models
 from training.formatting import build_prompt, is_placeholder_sender
+from training.model.decoding import DecodeOptions
 
 if TYPE_CHECKING:
     from bot.engine import ReplyEngine
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FRIENDS_WINDOW = 200  # recent messages whose senders count as friends the bot may speak as
-CANDIDATES = 3  # replies sampled at once; the first by an acceptable friend wins
+CANDIDATES = 3  # task-model outputs sampled at once (chat replies: REPLY_CANDIDATES)
 FLUSH_TIMEOUT_S = 10.0
 
 PARAPHRASE_USAGE = "Usage: /paraphrase TEXT (or reply to a message with /paraphrase)"
@@ -63,12 +65,15 @@ class FriendBot:
         *,
         loader: Callable[[ServedModels | None], ServedModels] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        scorer: Scorer = score_candidate,
     ) -> None:
-        """``loader`` replaces :func:`load_models` (tests serve scripted models through it)."""
+        """``loader`` replaces :func:`load_models` (tests serve scripted models through it);
+        ``scorer`` orders the REPLY_CANDIDATES chat replies (bot.best_of)."""
         from storage.db import make_engine, session_factory
         from storage.writer import MessageWriter
 
         self.settings = settings
+        self.scorer = scorer
         self.db = make_engine(settings.database_url)
         self.sessions = session_factory(self.db)
         self.writer = MessageWriter(self.sessions)
@@ -243,7 +248,8 @@ class FriendBot:
         unprompted reply came out empty; asked directly, a friend who has no words shrugs."""
         context, friends = await self.context(chat_id)
         chat = self.models.current.chat
-        candidates = await self._generate(chat, build_prompt(context), CANDIDATES)
+        k = self.settings.reply_candidates
+        candidates = await self._best_of(chat, build_prompt(context), k, context)
         reply = choose_reply(candidates, friends, avoid=[asker] if asker else [])
         if reply is not None:
             return reply
@@ -251,7 +257,7 @@ class FriendBot:
         if persona is None:
             log.info("chat %s: no friend to speak as yet", chat_id)
             return None
-        candidates = await self._generate(chat, build_prompt(context, persona), CANDIDATES)
+        candidates = await self._best_of(chat, build_prompt(context, persona), k, context, persona)
         reply = persona_reply(candidates, persona)
         return reply if reply is not None or not prompted else Reply(persona, SHRUG)
 
@@ -265,7 +271,8 @@ class FriendBot:
             text = limit_input(text, self.settings.max_input_chars, "Usage: /as NAME [text]")
         persona = friends.find(name) or name
         prompt = as_prompt(context, persona, asker, text)
-        candidates = await self._generate(self.models.current.chat, prompt, CANDIDATES)
+        chat, k = self.models.current.chat, self.settings.reply_candidates
+        candidates = await self._best_of(chat, prompt, k, context, persona)
         return persona_reply(candidates, persona) or Reply(persona, SHRUG)
 
     async def paraphrase(self, text: str, asker: str) -> list[str]:
@@ -315,6 +322,43 @@ class FriendBot:
         blocked = [name for names_ in self._opted_out.values() for name in names_]
         return lines, Friends.build(names, blocked)
 
+    async def _best_of(
+        self,
+        engine: ReplyEngine,
+        prompt: str,
+        k: int,
+        context: Sequence[str],
+        persona: str | None = None,
+    ) -> list[str]:
+        """``k`` chat replies, best-scored first (bot.best_of); ``k=1`` is one plain sample."""
+        if k == 1:
+            return await self._generate(engine, prompt, 1)
+        s = self.settings
+        options = DecodeOptions(
+            max_new_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            num_return_sequences=k,
+            seed=self._seeds.randrange(2**31) if self._seeds is not None else None,
+            no_repeat_ngram_size=s.no_repeat_ngram_size,
+            repetition_penalty=s.repetition_penalty,
+        )
+
+        def work() -> list[str]:
+            ranked = best_of(engine, prompt, options, context, persona, self.scorer)
+            if not any(text.strip() for text in ranked):  # as _generate: beams instead
+                return engine.generate(
+                    [prompt],
+                    max_new_tokens=s.max_new_tokens,
+                    sample=False,
+                    num_return_sequences=k,
+                    no_repeat_ngram_size=s.no_repeat_ngram_size,
+                    repetition_penalty=s.repetition_penalty,
+                )[0]
+            return ranked
+
+        return await self.responder.run(work)
+
     async def _generate(self, engine: ReplyEngine, prompt: str, n: int) -> list[str]:
         """``n`` outputs for ``prompt`` on a worker thread, within the time limit.
 
@@ -324,6 +368,10 @@ class FriendBot:
         """
         s = self.settings
         seed = self._seeds.randrange(2**31) if self._seeds is not None else None
+        guards = {
+            "no_repeat_ngram_size": s.no_repeat_ngram_size,
+            "repetition_penalty": s.repetition_penalty,
+        }
 
         def work() -> list[str]:
             outputs = engine.generate(
@@ -334,11 +382,16 @@ class FriendBot:
                 top_p=s.top_p,
                 num_return_sequences=n,
                 seed=seed,
+                **guards,
             )[0]
             if any(o.strip() for o in outputs):
                 return outputs
             return engine.generate(
-                [prompt], max_new_tokens=s.max_new_tokens, sample=False, num_return_sequences=n
+                [prompt],
+                max_new_tokens=s.max_new_tokens,
+                sample=False,
+                num_return_sequences=n,
+                **guards,
             )[0]
 
         return await self.responder.run(work)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
+from training.model.decoding import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
 from training.settings import ENV_FILE, SETTINGS_CONFIG, TrainingSettings, load
 
 TELEGRAM_API = "https://api.telegram.org/bot"
@@ -158,6 +159,23 @@ class GenerationSection(BaseModel):
     max_new_tokens: int = Field(48, ge=1, le=512, description="Longest reply, in tokens.")
     temperature: float = Field(0.9, gt=0, description="Sampling temperature for chat replies.")
     top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling cut for chat replies.")
+    no_repeat_ngram_size: int = Field(
+        NO_REPEAT_NGRAM_SIZE,
+        ge=0,
+        description="A token n-gram this long never repeats within a reply (0: off).",
+    )
+    repetition_penalty: float = Field(
+        REPETITION_PENALTY,
+        gt=0,
+        description="Tokens already in a reply are this much less likely again (1: off).",
+    )
+    reply_candidates: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Chat replies sampled at once; the best-scored one is sent (1: the first). "
+        "2: the most whose p50 stays within 1.5x of one (BENCHMARKS.md).",
+    )
     generation_seed: int | None = Field(
         None, description="Seed every generation (repeatable replies, for tests and demos)."
     )

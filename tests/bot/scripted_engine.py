@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bot.serving import ServedModels, TaskModel
+from training.model.decoding import DecodeOptions
 
 
 class ScriptedEngine:
@@ -40,6 +42,13 @@ class ScriptedEngine:
             outs = self.outputs(prompt) if callable(self.outputs) else self.outputs
             result.append((list(outs) * n)[:n] if outs else [""] * n)
         return result
+
+    def generate_scored(
+        self, prompts: list[str], options: DecodeOptions
+    ) -> list[list[tuple[str, float]]]:
+        """As ``generate``, each output with a log-probability of 0 (scorers are injected)."""
+        groups = self.generate(prompts, **asdict(options))
+        return [[(text, 0.0) for text in group] for group in groups]
 
 
 def served(

@@ -27,7 +27,14 @@ PROMPTS = [
     "Bob: ok ok fine",
     "Alice: lol sure, 10am?",
 ]
-GREEDY_FIXED = DecodeOptions(max_new_tokens=12, min_new_tokens=12, sample=False)
+# Guards off: the agreement tests compare raw greedy paths (see _clear_prefix's logits).
+GREEDY_FIXED = DecodeOptions(
+    max_new_tokens=12,
+    min_new_tokens=12,
+    sample=False,
+    no_repeat_ngram_size=0,
+    repetition_penalty=1.0,
+)
 # Logit gap (nats) between the best and the second-best token beyond which int8 rounding must
 # not change the greedy choice. Measured on the trained tiny model (x86 CPU): int8 flipped
 # tokens only where the gap was under 0.2, and kept every choice with a gap of 0.25 or more.
@@ -111,7 +118,14 @@ def test_hf_decodes_without_special_tokens(trained_dir: Path) -> None:
     engine = _load(trained_dir, backend="hf")
 
     ids = engine.generate_ids(PROMPTS, GREEDY_FIXED)
-    texts = engine.generate(PROMPTS, sample=False, max_new_tokens=12, min_new_tokens=12)
+    texts = engine.generate(
+        PROMPTS,
+        sample=False,
+        max_new_tokens=12,
+        min_new_tokens=12,
+        no_repeat_ngram_size=0,
+        repetition_penalty=1.0,
+    )
 
     tokenizer = engine._tokenizer
     expected = [[tokenizer.decode(row, skip_special_tokens=True).strip()] for [row] in ids]
@@ -301,7 +315,10 @@ def test_export_rejects_bad_input(tmp_path: Path, tiny_model_dir: Path) -> None:
 def test_ct2_greedy_matches_hf_token_for_token(model_copy: Path, quantization: str) -> None:
     hf = _load(model_copy, backend="hf")
     fixed_hf = hf.generate_ids(PROMPTS, GREEDY_FIXED)
-    free = DecodeOptions(max_new_tokens=20, sample=False)  # stops at eos on its own
+    # stops at eos on its own
+    free = DecodeOptions(
+        max_new_tokens=20, sample=False, no_repeat_ngram_size=0, repetition_penalty=1.0
+    )
     free_hf = hf.generate_ids(PROMPTS, free)
 
     export_ct2(model_copy, quantization=quantization)
@@ -324,9 +341,13 @@ def test_ct2_greedy_matches_hf_token_for_token(model_copy: Path, quantization: s
         for n, [a], [b] in zip(clear, fixed_ct2, fixed_hf, strict=True):
             assert a[:n] == b[:n]
         assert min(clear) >= 1 and sum(clear) >= 0.5 * sum(len(r) for [r] in fixed_hf), clear
-    assert ct2.generate(PROMPTS[:2], sample=False, max_new_tokens=20) == [
-        [hf._tokenizer.decode(row, skip_special_tokens=True).strip()] for [row] in free_ct2[:2]
-    ]
+    assert ct2.generate(
+        PROMPTS[:2],
+        sample=False,
+        max_new_tokens=20,
+        no_repeat_ngram_size=0,
+        repetition_penalty=1.0,
+    ) == [[hf._tokenizer.decode(row, skip_special_tokens=True).strip()] for [row] in free_ct2[:2]]
 
 
 def _clear_prefix(hf: ReplyEngine, prompt: str, tokens: list[int]) -> int:
@@ -513,3 +534,54 @@ def test_chat_command_with_a_broken_model_is_one_line(model_copy: Path, tmp_path
     errors = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert errors[-1].startswith(f"friendbot: error: {model_copy}: no friendbot.json")
     assert "Traceback" not in result.stderr
+
+
+def _repeated_trigrams(row: list[int]) -> list[tuple[int, ...]]:
+    grams = [tuple(row[i : i + 3]) for i in range(len(row) - 2)]
+    return sorted({g for g in grams if grams.count(g) > 1})
+
+
+def test_loop_guards_hold_on_both_backends(model_copy: Path) -> None:
+    """Forced long replies (no early end) never repeat a token 3-gram with the default guards,
+    on HF and on CTranslate2; without them the same model does loop (the test is not vacuous)."""
+    forced = DecodeOptions(max_new_tokens=40, min_new_tokens=40, sample=False)
+    unguarded = replace(forced, no_repeat_ngram_size=0, repetition_penalty=1.0)
+    sampled = replace(forced, sample=True, seed=3, num_return_sequences=2)
+    hf = _load(model_copy, backend="hf")
+    export_ct2(model_copy, quantization="int8")
+    ct2 = _load(model_copy, backend="ct2")
+    for engine in (hf, ct2):
+        assert engine.backend in ("hf", "ct2")
+        for opts in (forced, sampled):
+            rows = [row for group in engine.generate_ids(PROMPTS, opts) for row in group]
+            assert all(len(row) == 40 for row in rows), engine.backend
+            assert [_repeated_trigrams(row) for row in rows] == [[]] * len(rows), engine.backend
+        loose = [row for [row] in engine.generate_ids(PROMPTS, unguarded)]
+        assert any(_repeated_trigrams(row) for row in loose), engine.backend
+    # ``generate`` (the service's path) applies the same guards by default
+    [[row]] = ct2.generate_ids(PROMPTS[:1], forced)
+    assert ct2.generate(PROMPTS[:1], sample=False, max_new_tokens=40, min_new_tokens=40) == [
+        [hf._tokenizer.decode(row, skip_special_tokens=True).strip()]
+    ]
+
+
+def test_scored_generation_returns_the_replies_with_log_prob_scores(model_copy: Path) -> None:
+    """Best-of-k ranks the k samples of one batch by the score its backend computed while
+    decoding: the texts are those ``generate`` gives, and each score is a log-probability.
+    (The two backends' numbers are not on one scale, so they are only compared within one.)"""
+    greedy = replace(GREEDY_FIXED, max_new_tokens=20, min_new_tokens=0)
+    hf = _load(model_copy, backend="hf")
+    export_ct2(model_copy, quantization="float32")
+    ct2 = _load(model_copy, backend="ct2")
+    sampled = DecodeOptions(max_new_tokens=12, num_return_sequences=4, seed=1)
+    for engine in (hf, ct2):
+        scored = engine.generate_scored(PROMPTS, greedy)
+        texts = [
+            [hf._tokenizer.decode(r, skip_special_tokens=True).strip()]
+            for [r] in engine.generate_ids(PROMPTS, greedy)
+        ]
+        assert [[t for t, _ in g] for g in scored] == texts
+        assert all(-50 < score < 0 for [(_, score)] in scored), engine.backend
+        groups = engine.generate_scored(PROMPTS[:2], sampled)
+        assert [len(g) for g in groups] == [4, 4]
+        assert all(-50 < score < 0 for g in groups for _, score in g)

@@ -30,6 +30,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "reply_probability": 0.0,
         "generation_seed": 1,
         "max_input_chars": 40,
+        "reply_candidates": 3,  # the scripted outputs below are written for three samples
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
@@ -94,7 +95,10 @@ async def test_reply_uses_the_training_format_and_avoids_the_asker(
     reply = await bot.reply_in_character(GROUP, "Alice")
     assert reply == Reply("Bob", "sounds good")
     assert chat_engine.prompts == ["Bob: anyone up for climbing?\nAlice: me! at 10?"]
-    assert chat_engine.calls[0]["num_return_sequences"] == 3
+    assert chat_engine.calls[0]["num_return_sequences"] == 3  # REPLY_CANDIDATES
+    # the loop guards reach the engine with the shared defaults
+    assert chat_engine.calls[0]["no_repeat_ngram_size"] == 3
+    assert chat_engine.calls[0]["repetition_penalty"] == 1.2
     assert chat_engine.threads and all(t.startswith("generate") for t in chat_engine.threads)
 
 
@@ -310,3 +314,21 @@ async def test_never_speaks_as_a_deleted_account_or_a_chat(tmp_path: Path) -> No
         assert joke.speaker == "Bob"
     finally:
         service.stop()
+
+
+async def test_loop_guards_and_candidates_come_from_the_settings(
+    tmp_path: Path, chat_engine: ScriptedEngine
+) -> None:
+    settings = make_settings(
+        tmp_path, no_repeat_ngram_size=0, repetition_penalty=1.0, reply_candidates=5
+    )
+    service = FriendBot(settings, loader=served(chat_engine))
+    service.start()
+    try:
+        say(service, BOB, "anyone up for climbing?")
+        await service.reply_in_character(GROUP, "Alice")
+    finally:
+        service.stop()
+    call = chat_engine.calls[0]
+    assert (call["no_repeat_ngram_size"], call["repetition_penalty"]) == (0, 1.0)
+    assert call["num_return_sequences"] == 5
