@@ -213,14 +213,17 @@ async def test_burst_while_generating(
     async with running(settings) as app:
         engine = service_of(app).models.current.chat
         entered, release = threading.Event(), threading.Event()
-        generate = engine.generate
+        def held(generate: Any) -> Any:
+            def held_generate(*args: Any, **kwargs: Any) -> Any:
+                entered.set()
+                release.wait(60)
+                return generate(*args, **kwargs)
 
-        def held_generate(*args: Any, **kwargs: Any) -> Any:
-            entered.set()
-            release.wait(60)
-            return generate(*args, **kwargs)
+            return held_generate
 
-        monkeypatch.setattr(engine, "generate", held_generate)
+        # replies are the best of k candidates (generate_scored); commands use generate
+        for name in ("generate", "generate_scored"):
+            monkeypatch.setattr(engine, name, held(getattr(engine, name)))
         try:
             tg.say(GROUP, BOB, "warming up")
             asked = tg.say(GROUP, ALICE, mention("give me a long answer"))
@@ -253,15 +256,18 @@ async def test_failed_generation_is_logged_and_the_bot_carries_on(
     caplog.set_level(logging.DEBUG)  # PTB logs its API URL (with the token) at DEBUG
     async with running(settings) as app:
         engine = service_of(app).models.current.chat
-        generate = engine.generate
         failures = [RuntimeError("the model fell over")]
 
-        def flaky_generate(*args: Any, **kwargs: Any) -> Any:
-            if failures:
-                raise failures.pop()
-            return generate(*args, **kwargs)
+        def flaky(generate: Any) -> Any:
+            def flaky_generate(*args: Any, **kwargs: Any) -> Any:
+                if failures:
+                    raise failures.pop()
+                return generate(*args, **kwargs)
 
-        monkeypatch.setattr(engine, "generate", flaky_generate)
+            return flaky_generate
+
+        for name in ("generate", "generate_scored"):  # best of k, or one plain sample
+            monkeypatch.setattr(engine, name, flaky(getattr(engine, name)))
         tg.say(GROUP, BOB, "hi")
         first = tg.say(GROUP, ALICE, mention())
         await until(

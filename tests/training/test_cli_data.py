@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 from pathlib import Path
 
 import pytest
 from typer.main import get_command
 
-from training.cli import main, new_app
+from tests.cli_runner import friendbot
+from training.cli import new_app
 from training.data import cli as data_cli
 from training.data.options import PrepareOptions
 
@@ -19,16 +18,6 @@ EXPORTS = Path(__file__).parent / "fixtures" / "exports"
 SAMPLE = Path(__file__).parents[2] / "examples" / "sample_chat" / "result.json"
 
 
-def friendbot(*args: str) -> tuple[int, str]:
-    """Run ``friendbot ARGS`` in this process; (exit status, stdout+stderr)."""
-    out = io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue()
 
 
 @pytest.fixture(autouse=True)

@@ -3,9 +3,7 @@ and the hyperparameters friendbot.json records."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 from pathlib import Path
 
@@ -13,8 +11,9 @@ import pytest
 import typer
 from typer.main import get_command
 
+from tests.cli_runner import friendbot
 from tests.training.fixtures.chatdata import write_dataset
-from training.cli import main, new_app, run
+from training.cli import new_app, run
 from training.config_cli import config_command, option
 from training.model import cli as model_cli
 from training.model.config import TrainConfig
@@ -31,16 +30,6 @@ OLD_TRAIN_FLAGS = (
 )  # fmt: skip
 
 
-def friendbot(*args: str) -> tuple[int, str]:
-    """Run ``friendbot ARGS`` in this process; (exit status, stdout+stderr)."""
-    out = io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue()
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_runner import friendbot
 from tests.training.retrain_fixtures import export_dict, fake_train_command, write_export
-from training.cli import main
 from training.model.model_dir import resolve_current
 from training.retrain.models_folder import resolve_previous
 
@@ -34,23 +34,6 @@ def env(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -
     return tmp_path
 
 
-def friendbot(*args: str) -> tuple[int, str]:
-    """Run ``friendbot ARGS`` in this process; (exit status, stdout+stderr)."""
-    return _run(list(args))
-
-
-def _run(argv: list[str]) -> tuple[int, str]:
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue()
 
 
 def test_retrain_runs_and_rollback(env: Path) -> None:
