@@ -202,3 +202,19 @@ def test_a_killed_retrain_takes_its_training_along_and_shows_as_interrupted(
     friendbot("retrain")
     _, out = friendbot("runs", "--run", "1")
     assert json.loads(out)["status"] == "failed"
+
+
+def test_a_refused_rollback_creates_nothing(tmp_path: Path) -> None:
+    """In a fresh folder, the installed `friendbot rollback` says why and leaves it empty."""
+    import os
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("friendbot")
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_DIR", "_URL"))}
+    done = subprocess.run(
+        [str(script), "rollback"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr
+    assert "no previous model to roll back to" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no data/, no database

@@ -351,9 +351,20 @@ def promote(models_dir: Path, candidate: Path) -> Path | None:
 def rollback(models_dir: Path, target: Path | None = None) -> tuple[Path | None, Path]:
     """Serve ``target`` (default: ``previous``) again; the model it replaces becomes previous.
 
+    Rolling back twice rolls forward again. Returns (replaced, now served).
+    """
+    target = rollback_target(models_dir, target)
+    old = resolve_current(models_dir)
+    promote(models_dir, target)
+    return old, target
+
+
+def rollback_target(models_dir: Path, target: Path | None = None) -> Path:
+    """What ``rollback`` would serve, or an InputError saying why it cannot.
+
     The target must pass ``validate`` as a chat model: rolling back to a broken directory
-    would take the bot down. Rolling back twice rolls forward again.
-    Returns (replaced, now served).
+    would take the bot down. Separate from ``rollback`` so the command can refuse before it
+    opens the database or takes a lock (a refused command creates nothing).
     """
     models_dir = Path(models_dir)
     if target is None:
@@ -364,11 +375,9 @@ def rollback(models_dir: Path, target: Path | None = None) -> tuple[Path | None,
         target = validate(Path(target)).path
     except InputError as exc:
         raise InputError(f"{exc}; nothing was changed") from exc
-    old = resolve_current(models_dir)
-    if old == target:
+    if resolve_current(models_dir) == target:
         raise InputError(f"{target}: already the model in service")
-    promote(models_dir, target)
-    return old, target
+    return target
 
 
 def _swap_link(models_dir: Path, name: str, target: Path) -> None:

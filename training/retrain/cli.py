@@ -201,11 +201,13 @@ def rollback(
     from storage.db import make_engine, session_factory, upgrade
     from storage.locks import current_holder, make_holder, release, try_acquire
     from training.errors import InputError
+    from training.model.model_dir import rollback_target
     from training.retrain.models_folder import rollback as do_rollback
     from training.retrain.pipeline import LOCK_NAME
     from training.settings import load_settings
 
     settings = load_settings()
+    rollback_target(Path(settings.models_dir), to)  # refuse before creating a database
     engine = make_engine(settings.database_url)
     upgrade(engine)
     sessions = session_factory(engine)
