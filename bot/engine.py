@@ -39,6 +39,7 @@ from training.model.decoding import (
     hf_generate_kwargs,
 )
 from training.model.model_dir import CT2_DIRNAME, ModelInfo, ct2_problem, read_export_meta, validate
+from training.progress import quiet_hf_bars
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -218,7 +219,7 @@ class _HFBackend:
 
         if threads:
             torch.set_num_threads(threads)  # process-wide: torch has no per-model setting
-        quiet_loading()
+        quiet_hf_bars()
         try:
             model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
         except Exception as exc:  # any unreadable weights/config (safetensors has its own error)
@@ -390,18 +391,6 @@ class _CT2Backend:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def quiet_loading() -> None:
-    """Turn off transformers' progress bars (``Loading weights: 100%|...``) in this process.
-
-    A bar is for a person watching a terminal; the engine loads models in a service, where
-    each load (every /reload and hot swap too) would write carriage-return noise into the log.
-    Process-wide, as transformers' switch is.
-    """
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 def _choose_backend(model_dir: Path, requested: str) -> str:

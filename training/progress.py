@@ -49,6 +49,20 @@ def progress(
     return _LogLines(total, desc, initial, unit, every_s, clock)
 
 
+def quiet_hf_bars(stream: TextIO | None = None) -> None:
+    """Turn off transformers' own bars ("Loading weights", "Writing model shards") unless
+    ``stream`` (stderr) is a terminal.
+
+    A bar is for a person watching; in a service log or a journal each one is a line of
+    carriage-return noise. Process-wide, as transformers' switch is.
+    """
+    if _is_tty(stream if stream is not None else sys.stderr):
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _is_tty(stream: TextIO) -> bool:
     try:
         return stream.isatty()

@@ -315,6 +315,10 @@ def _save_model(
     """Write the model directory to a temporary sibling, then rename it to ``config.out``."""
     import torch
 
+    from training.progress import quiet_hf_bars
+
+    quiet_hf_bars()  # transformers' "Writing model shards" bar: only on a terminal
+
     best = run.work / BEST_WEIGHTS
     if state.best_step is not None and best.exists():
         weights = torch.load(best, map_location="cpu", weights_only=True)
