@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,15 +102,10 @@ def test_schedule_show_prints_the_next_run(env: Path) -> None:
     assert "no job yet" in out
 
 
-def test_a_stopped_retrain_records_why_and_stops_its_training(
+def start_slow_retrain(
     env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SIGTERM (a bot shutting down, systemd stopping a service) during training."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """`python -m training.cli retrain` with a slow fake trainer, once its training started."""
     log = env / "slow.log"
     monkeypatch.setenv("RETRAIN_TRAIN_COMMAND", fake_train_command("slow", str(log), "60"))
     proc = subprocess.Popen(
@@ -115,12 +113,24 @@ def test_a_stopped_retrain_records_why_and_stops_its_training(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 60
+    while not (log.exists() and "start" in log.read_text()):
+        if time.monotonic() >= deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("training never started" if proc.poll() is None else "retrain exited early")
+        time.sleep(0.1)
+    return proc, log
+
+
+def test_a_stopped_retrain_records_why_and_stops_its_training(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM (a bot shutting down, systemd stopping a service) during training."""
+    import signal
+    import time
+
+    proc, log = start_slow_retrain(env, monkeypatch)
     try:
-        deadline = time.monotonic() + 60
-        while not (log.exists() and "start" in log.read_text()):
-            assert time.monotonic() < deadline, "training never started"
-            assert proc.poll() is None, "retrain exited early"
-            time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     finally:
@@ -154,23 +164,10 @@ def test_a_killed_retrain_takes_its_training_along_and_shows_as_interrupted(
     env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGKILL (the OOM killer, kill -9): nothing in the retrain process runs any more."""
-    import subprocess
-    import sys
     import time
 
-    log = env / "slow.log"
-    monkeypatch.setenv("RETRAIN_TRAIN_COMMAND", fake_train_command("slow", str(log), "60"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "retrain"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, log = start_slow_retrain(env, monkeypatch)
     try:
-        deadline = time.monotonic() + 60
-        while not (log.exists() and "start" in log.read_text()):
-            assert time.monotonic() < deadline, "training never started"
-            assert proc.poll() is None, "retrain exited early"
-            time.sleep(0.1)
         child = int(log.read_text().split("pid ", 1)[1].split()[0])
         code, out = friendbot("runs", "--run", "1")
         assert json.loads(out)["status"] == "running"  # alive: shown as it is
