@@ -9,6 +9,7 @@ that truncating an over-long input from the left (dropping the oldest turns) nev
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -16,10 +17,20 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 PERSONA_PREFIX = "reply as"
+MEMORY_PREFIX = "memory:"
+VOICE_PREFIX = "voice:"
 DELETED_ACCOUNT = "Deleted Account"
 """The name an export gives a sender whose account was deleted (``from: null``)."""
 _PLACEHOLDER_NAMES = frozenset({"", DELETED_ACCOUNT.casefold()})
 _CHAT_SENDER_PREFIXES = ("channel", "chat")  # export ``from_id`` forms of a chat speaking
+_WORD = re.compile(r"\w+")
+_STOPWORDS_TEXT = """the and for are but not you all any can had her was one our out has him his how
+    its may new now old see two way who did get got let say she too use yes yeah yep nope okay
+    that with this have from they will would there their what about which when were been them
+    than then into just like some could also only your very well much more most such here does
+    doing done dont cant wont isnt thats whats lol lmao haha hahaha hey really think know going
+    want need make good sure right thing things something ever"""
+_STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
 
 def clean_text(text: str) -> str:
@@ -64,12 +75,50 @@ def persona_line(persona: str) -> str:
     return f"{PERSONA_PREFIX} {clean_text(persona)}:"
 
 
-def build_prompt(context: Sequence[str], persona: str | None = None) -> str:
-    """Join context lines (oldest first) into a model input, with the persona hint last."""
-    lines = list(context)
+def memory_line(day: str, sender: str, text: str) -> str:
+    """One remembered older message: ``memory: YYYY-MM-DD Sender: text``.
+
+    The date lets a reply (and ``/recall``) say *when* something was said; the prefix tells
+    the model this line is not part of the live conversation.
+    """
+    return f"{MEMORY_PREFIX} {day} {format_turn(sender, text)}"
+
+
+def voice_line(text: str) -> str:
+    """One past message of the persona being played, as an exemplar of their voice."""
+    return f"{VOICE_PREFIX} {clean_text(text)}"
+
+
+def build_prompt(
+    context: Sequence[str],
+    persona: str | None = None,
+    *,
+    memory: Sequence[str] = (),
+    voice: Sequence[str] = (),
+) -> str:
+    """Join context lines (oldest first) into a model input, with the persona hint last.
+
+    ``voice`` lines (from :func:`voice_line`) and then ``memory`` lines (from
+    :func:`memory_line`) come *before* the context: ``encode_source`` drops the oldest lines
+    first, so when the source length is short the memory goes before any live turn does.
+    """
+    lines = [*voice, *memory, *context]
     if persona:
         lines.append(persona_line(persona))
     return "\n".join(lines)
+
+
+def memory_terms(text: str, limit: int = 8) -> list[str]:
+    """The words of ``text`` worth searching older messages for, rarest-looking first.
+
+    Full-text search over chat history matches on words; function words and very short
+    tokens match everything and drown the few that carry the topic ("prague", "bike"). One
+    rule for the bot's search, ``/recall`` and ``prepare --memory``, so that the model is
+    trained on the memory it will be given. Longer words first (a cheap proxy for rarity),
+    duplicates removed, at most ``limit``.
+    """
+    words = {w for w in _WORD.findall(text.casefold()) if len(w) >= 3 and w not in _STOPWORDS}
+    return sorted(words, key=lambda w: (-len(w), w))[:limit]
 
 
 def parse_turn(generated: str) -> tuple[str | None, str]:

@@ -47,3 +47,33 @@ def test_batched_training_encoding_truncates_exactly_as_the_bot() -> None:
     for max_length in (8, 40, 10_000):
         batched = encode_texts(tokenizer, prompts, max_length)
         assert batched == [encode_source(tokenizer, p, max_length) for p in prompts]
+
+
+def test_memory_and_voice_lines_come_before_the_context_and_are_truncated_first() -> None:
+    from training.formatting import keep_newest_lines, memory_line, voice_line
+
+    prompt = build_prompt(
+        ["Ana: did Hugo ever fix his bike?"],
+        persona="Hugo",
+        memory=[memory_line("2026-10-02", "Hugo", "the bike   is\nbroken again")],
+        voice=[voice_line("meh, whatever")],
+    )
+    assert prompt.split("\n") == [
+        "voice: meh, whatever",
+        "memory: 2026-10-02 Hugo: the bike is broken again",
+        "Ana: did Hugo ever fix his bike?",
+        "reply as Hugo:",
+    ]
+    per_line = [[1] * 5, [2] * 5, [3] * 5, [4] * 3]  # voice, memory, context, persona
+    kept = keep_newest_lines(per_line, 0, 15)
+    assert kept == [2] * 5 + [3] * 5 + [4] * 3 + [0]  # the voice line went first
+
+
+def test_memory_terms_keep_topic_words_and_drop_function_words() -> None:
+    from training.formatting import memory_terms
+
+    terms = memory_terms("Remember Prague? Did Hugo ever fix his BIKE, the bike!")
+    assert "prague" in terms and "bike" in terms and "remember" in terms
+    assert terms.count("bike") == 1
+    assert not {"the", "did", "his"} & set(terms)
+    assert len(memory_terms("word " * 3 + " ".join(f"topic{i}" for i in range(20)))) == 8
