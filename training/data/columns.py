@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 @dataclass
@@ -62,6 +64,79 @@ class Repetitive:
 
     def to_arrow(self) -> pa.Array:
         return strings(self.distinct).take(int32_array(self.codes))
+
+
+@dataclass
+class Tokens:
+    """One field's raw JSON tokens, one per message, back to back (``b""`` where absent).
+
+    Strings keep their quotes and escapes: turning a token into a Python string costs more
+    than the rest of the work on a message, so only the few that need it are decoded.
+    """
+
+    offsets: np.ndarray  # (n + 1,) int64
+    data: bytes
+
+    @classmethod
+    def join(cls, raws: list) -> Tokens:
+        """The tokens of ``raws`` (``msgspec.Raw`` or bytes), copied once into one buffer."""
+        offsets = np.zeros(len(raws) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, raws), np.int64, count=len(raws)), out=offsets[1:])
+        return cls(offsets, b"".join(raws))
+
+    def first_bytes(self) -> np.ndarray:
+        """Each token's first byte (0 for an absent one): its JSON type."""
+        raw = np.frombuffer(self.data + b"\0", dtype=np.uint8)
+        first = raw[self.offsets[:-1]]
+        first[self.offsets[1:] == self.offsets[:-1]] = 0
+        return first
+
+    def binary(self) -> pa.Array:
+        """The tokens as an Arrow binary column, sharing this buffer."""
+        buffers = [None, pa.py_buffer(self.offsets), pa.py_buffer(self.data)]
+        return pa.Array.from_buffers(pa.large_binary(), len(self.offsets) - 1, buffers)
+
+
+@dataclass
+class RepetitiveTokens:
+    """A column of few distinct values (names, ids) as tokens: each distinct one decoded once.
+
+    ``rows`` picks the kept messages; ``as_text`` turns a decoded value (None where the token
+    is absent or ``null``) into the column's string.
+    """
+
+    tokens: Tokens
+    rows: np.ndarray  # int64 indices into the tokens
+    as_text: Callable[[Any], str]
+
+    def to_arrow(self) -> pa.Array:
+        encoded = pc.dictionary_encode(self.tokens.binary())
+        distinct = [
+            self.as_text(msgspec.json.decode(t) if t else None)
+            for t in encoded.dictionary.to_pylist()
+        ]
+        return strings(distinct).take(encoded.indices.take(int_array(self.rows)))
+
+
+@dataclass
+class TokenTexts:
+    """A string column from string tokens (their quotes cut off), some values given instead.
+
+    ``rows`` picks the kept messages; ``patched`` (per kept row, or None) marks those whose
+    value is in ``patch`` (in order): tokens with escapes, entity lists, a sticker's emoji.
+    """
+
+    tokens: Tokens
+    rows: np.ndarray  # int64 indices into the tokens
+    patched: np.ndarray | None  # bool per row
+    patch: Strings
+
+    def to_arrow(self) -> pa.Array:
+        inner = pc.binary_slice(self.tokens.binary(), 1, -1).take(int_array(self.rows))
+        if self.patched is not None:
+            values = self.patch.to_arrow().cast(pa.large_binary())
+            inner = pc.replace_with_mask(inner, bool_array(self.patched), values)
+        return inner.cast(pa.large_string()).cast(pa.string())
 
 
 @dataclass

@@ -40,7 +40,10 @@ import pyarrow.compute as pc
 from training.data.columns import (
     OptionalInts,
     Repetitive,
+    RepetitiveTokens,
     Strings,
+    Tokens,
+    TokenTexts,
     as_numpy,
     bool_scalar,
     int_array,
@@ -129,8 +132,40 @@ class RawMessage(msgspec.Struct, gc=False):
     invoice_information: msgspec.Raw = msgspec.Raw()
 
 
+class LeanMessage(msgspec.Struct, gc=False):
+    """:class:`RawMessage` with the sender and the text left as raw JSON tokens.
+
+    Decoding a token into a Python string (and encoding it back for Arrow) costs more than
+    everything else done with a message; as tokens, they go into Arrow columns in bulk and
+    only the few with escapes, entity lists or blank texts are decoded (:func:`extract_lean`).
+    """
+
+    id: int
+    type: str = "message"
+    date_unixtime: int | None = None
+    from_: msgspec.Raw = msgspec.field(default=msgspec.Raw(), name="from")
+    from_id: msgspec.Raw = msgspec.Raw()
+    text: msgspec.Raw = msgspec.Raw()
+    reply_to_message_id: int | None = 0
+    forwarded_from: msgspec.Raw = msgspec.Raw()
+    saved_from: msgspec.Raw = msgspec.Raw()
+    via_bot: msgspec.Raw = msgspec.Raw()
+    media_type: str | None = None
+    sticker_emoji: str | None = None
+    photo: msgspec.Raw = msgspec.Raw()
+    file: msgspec.Raw = msgspec.Raw()
+    poll: msgspec.Raw = msgspec.Raw()
+    contact_information: msgspec.Raw = msgspec.Raw()
+    location_information: msgspec.Raw = msgspec.Raw()
+    place_name: msgspec.Raw = msgspec.Raw()
+    game_title: msgspec.Raw = msgspec.Raw()
+    invoice_information: msgspec.Raw = msgspec.Raw()
+
+
 # strict=False lets the string "1704546180" of date_unixtime decode straight to an int.
 _decode_chunk = msgspec.json.Decoder(list[RawMessage], strict=False).decode
+_decode_lean = msgspec.json.Decoder(list[LeanMessage], strict=False).decode
+_decode_text = msgspec.json.Decoder(_Text, strict=False).decode
 _decode_one = msgspec.json.Decoder(RawMessage, strict=False).decode
 _decode_raw_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _decode_plain = msgspec.json.Decoder().decode
@@ -204,8 +239,8 @@ class Senders:
     integer ``from_id`` -> ``user<id>``).
     """
 
-    names: Repetitive
-    ids: Repetitive
+    names: Repetitive | RepetitiveTokens
+    ids: Repetitive | RepetitiveTokens
 
     @classmethod
     def encode(cls, names: list[str | None], ids: list[str | int | None]) -> Senders:
@@ -225,7 +260,7 @@ class Extracted:
     message_id: np.ndarray
     date: OptionalInts
     senders: Senders
-    text: Strings
+    text: Strings | TokenTexts
     reply_to: OptionalInts
     skipped_ids: SkippedIds = field(default_factory=SkippedIds.empty)
     invalid_utf8: list[int] = field(default_factory=list)  # offsets in the chunk's data
@@ -249,6 +284,13 @@ def extract_chunk(data: bytes, rules: Rules) -> Extracted:
     A chunk with invalid UTF-8 in a field that is read is decoded again with U+FFFD in place
     of every bad byte (msgspec checks only the strings it decodes; so does this).
     """
+    try:
+        lean = extract_lean(data, rules)
+    except msgspec.DecodeError:
+        lean = None
+    if lean is not None:
+        lean.skipped["malformed"] += 0  # (the key's place in the counts, as below)
+        return lean
     try:
         return _extract_chunk(data, rules)
     except msgspec.DecodeError:
@@ -338,6 +380,126 @@ def extract(messages: Sequence[RawMessage], rules: Rules, data: bytes | None = N
             np.fromiter((_CODE[r] for r in reasons), np.int8, count=len(reasons)),
         ),
     )
+
+
+_type = attrgetter("type")
+_forwarded = attrgetter("forwarded_from")
+_saved = attrgetter("saved_from")
+_via = attrgetter("via_bot")
+_QUOTE, _BRACKET, _NULL = ord('"'), ord("["), ord("n")
+# The first byte of every character str.isspace() knows that JSON writes unescaped (the
+# others are control characters, always escaped): a token starting otherwise is not blank.
+_BLANK_LEADS = np.array([0x20, 0xC2, 0xE1, 0xE2, 0xE3], dtype=np.uint8)
+
+
+def extract_lean(data: bytes, rules: Rules) -> Extracted | None:
+    """:func:`extract` for the usual chunk, on whole columns; None for an unusual one.
+
+    The same rules as :func:`extract`, decided per column with numpy: only messages that
+    are skipped, have an entity list, escapes or a text that may be blank go through
+    Python. A chunk where anything differs from a recent export's usual shapes (a missing
+    text or time, an integer sender id, a field of an unexpected type, invalid UTF-8) gets
+    None, and the caller reads it with :func:`extract`, which knows every case.
+    """
+    try:
+        messages = _decode_lean(data)
+    except msgspec.ValidationError:
+        return None
+    n = len(messages)
+    try:
+        unix = np.fromiter(map(_unix, messages), np.int64, count=n)
+    except TypeError:  # no date_unixtime somewhere: an old export
+        return None
+    text = Tokens.join(list(map(_text, messages)))
+    names = Tokens.join(list(map(_from, messages)))
+    ids = Tokens.join(list(map(_from_id, messages)))
+    if not (n and is_utf8(text.data) and is_utf8(names.data) and is_utf8(ids.data)):
+        return None
+    first = text.first_bytes()
+    if not (
+        np.isin(first, (_QUOTE, _BRACKET)).all()
+        and np.isin(names.first_bytes(), (0, _QUOTE, _NULL)).all()
+        and np.isin(ids.first_bytes(), (0, _QUOTE, _NULL)).all()
+    ):
+        return None
+
+    own = np.fromiter(map("message".__eq__, map(_type, messages)), bool, count=n)
+    for getter in (_forwarded, _saved, _via):
+        own &= ~_present(map(getter, messages))
+    reason = np.full(n, -1, dtype=np.int8)  # the skip reason's code; -1: kept
+    for i in np.flatnonzero(~own).tolist():
+        reason[i] = _CODE[_not_own_words(messages[i])]
+
+    starts, ends = text.offsets[:-1], text.offsets[1:]
+    raw = np.frombuffer(text.data, dtype=np.uint8)
+    escaped = np.zeros(n, dtype=bool)
+    escaped[np.searchsorted(ends, np.flatnonzero(raw == ord("\\")), side="right")] = True
+    odd = own & ((first == _BRACKET) | escaped)
+    lead = raw[np.minimum(starts + 1, len(raw) - 1)]
+    maybe_blank = own & ~odd & ((ends - starts == 2) | np.isin(lead, _BLANK_LEADS))
+    patches: dict[int, str] = {}
+    blank: list[int] = []
+    for i in np.flatnonzero(odd).tolist():
+        try:
+            value = _decode_text(text.data[starts[i] : ends[i]])
+        except msgspec.ValidationError:
+            return None
+        if value.__class__ is not str:
+            value = "".join(part if part.__class__ is str else part.text for part in value)
+        if not value or value.isspace():
+            blank.append(i)
+        else:
+            patches[i] = value
+    for i in np.flatnonzero(maybe_blank).tolist():
+        value = text.data[starts[i] + 1 : ends[i] - 1].decode()
+        if not value or value.isspace():
+            blank.append(i)
+    for i in blank:
+        m = messages[i]
+        media = _media_text(m, rules)
+        if media is None:
+            reason[i] = _CODE[_no_text_reason(m)]
+        else:
+            patches[i] = media
+
+    kept = np.flatnonzero(reason < 0)
+    skipped = np.flatnonzero(reason >= 0)
+    codes = reason[skipped]
+    patched = np.array(sorted(patches), dtype=np.int64)
+    try:
+        reply = np.fromiter(map(_reply, messages), np.int64, count=n)
+    except TypeError:  # an explicit null somewhere
+        reply = np.fromiter((r or 0 for r in map(_reply, messages)), np.int64, count=n)
+    reply = reply[kept]
+    valid = reply != 0
+    message_id = np.fromiter(map(_id, messages), np.int64, count=n)
+    return Extracted(
+        read=n,
+        skipped=Counter([SKIP_CODES[c] for c in codes.tolist()]),
+        message_id=message_id[kept],
+        date=OptionalInts(unix[kept], None),
+        senders=Senders(
+            RepetitiveTokens(names, kept, _sender_name), RepetitiveTokens(ids, kept, sender_id_of)
+        ),
+        text=TokenTexts(
+            text,
+            kept,
+            np.isin(kept, patched) if len(patched) else None,
+            Strings.encode([patches[i] for i in patched.tolist()]),
+        ),
+        reply_to=OptionalInts(reply, None if valid.all() else valid),
+        skipped_ids=SkippedIds(message_id[skipped], codes),
+    )
+
+
+def _present(raws: Iterable[msgspec.Raw]) -> np.ndarray:
+    """Which of these optional fields are present (faster than ``len`` on each).
+
+    JSON cannot hold a NUL byte, so joined by NULs, a field is present where two NULs are
+    more than one byte apart.
+    """
+    ends = np.flatnonzero(np.frombuffer(b"\0".join(raws) + b"\0", dtype=np.uint8) == 0)
+    return np.diff(ends, prepend=-1) > 1
 
 
 def _reply_ids(kept: list[RawMessage]) -> OptionalInts:

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from training.data.columns import as_numpy, int_array, string_scalar
+from training.data.columns import as_numpy, bool_array, int_array, string_scalar
 from training.data.messages import SKIP_CODES
 from training.data.normalize import SkippedIds
 
@@ -55,7 +55,7 @@ def drop_later_copies(
             change[SKIP_CODES[code]] -= int(n)
     change["duplicate"] += int(later.sum())
     if later_kept.any():
-        table = table.filter(pa.array(~later_kept))
+        table = table.filter(bool_array(~later_kept))
     return table, change
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from training.data.columns import as_numpy
+from training.data.columns import as_numpy, bool_array
 from training.formatting import is_chat_sender, is_placeholder_name
 
 CHANNEL_TYPES = frozenset({"private_channel", "public_channel"})
@@ -58,7 +58,7 @@ def _per_value(column: pa.ChunkedArray | pa.Array, test: object) -> np.ndarray:
 
 def speakers(turns: pa.Table, persons: np.ndarray) -> list[str]:
     """The people who speak in ``turns``, by name, most turns first."""
-    counts = pc.value_counts(turns["sender"].filter(pa.array(persons))).to_pylist()
+    counts = pc.value_counts(turns["sender"].filter(bool_array(persons))).to_pylist()
     ranked = Counter({c["values"]: c["counts"] for c in counts})
     return [name for name, _ in ranked.most_common()]
 
