@@ -1,9 +1,14 @@
 """Turn decoded export messages into normalized columns, counting what is skipped and why.
 
-Decoding goes into a :class:`RawMessage` struct that holds only the fields we use (msgspec
-skips the rest without building objects, and ``Raw`` fields only record that a key was
-present). One plain loop then decides each message's fate and gathers the kept fields; all
-text work after that (whitespace, scrubbing, opt-outs) runs vectorised in Arrow.
+A usual chunk is read per column (:func:`extract_lean`): decoded into :class:`LeanMessage`
+structs whose sender and text stay raw JSON tokens, fates decided with numpy, tokens turned
+into Arrow columns in bulk; only the messages that are skipped, have escapes, entity lists
+or a possibly blank text are looked at one by one. Any chunk out of the ordinary (an old
+export, a field of an unexpected type, invalid UTF-8) goes the general way: decoding into a
+:class:`RawMessage` struct that holds only the fields we use (msgspec skips the rest without
+building objects, and ``Raw`` fields only record that a key was present), then one plain
+loop deciding each message's fate (:func:`extract`). Both give the same rows (a test checks
+it); all text work after that (whitespace, scrubbing, opt-outs) runs vectorised in Arrow.
 
 Rules (docs/data.md explains the choices):
 - text: ``text`` when it is a string; a list is flattened (its strings and each entity's
@@ -20,7 +25,7 @@ hold the same message, the first file's copy decides its fate even when it was s
 A chunk that is not valid UTF-8 is read with U+FFFD in place of the bad bytes, whose
 positions come back with the chunk (``training.data.utf8``).
 
-Why one file of ~550 lines: every rule that decides what a message becomes (kept, skipped
+Why one file of ~700 lines: every rule that decides what a message becomes (kept, skipped
 and why, its text) sits here, so the fast reader and the streaming reader cannot disagree.
 """
 
