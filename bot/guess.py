@@ -427,8 +427,13 @@ def install(application: Application) -> None:
     service: FriendBot = application.bot_data[SERVICE_KEY]
     application.bot_data[GAME_KEY] = GuessGame(service)
     allowed = filters.Chat(chat_id=service.settings.allowed_chat_ids) & filters.UpdateType.MESSAGE
-    application.add_handler(CommandHandler("guess", guess_command, filters=allowed, block=False))
-    application.add_handler(CommandHandler("guessstats", guessstats_command, filters=allowed))
+    # group 1: beside the core handlers (group 0), none of which takes a command it lacks
+    application.add_handler(
+        CommandHandler("guess", guess_command, filters=allowed, block=False), group=1
+    )
+    application.add_handler(
+        CommandHandler("guessstats", guessstats_command, filters=allowed), group=1
+    )
     application.add_handler(CallbackQueryHandler(vote_button, pattern=CALLBACK), group=-1)
     application.bot_data.setdefault(COMMANDS_KEY, []).extend(MENU)
     if application.job_queue is None:

@@ -161,7 +161,7 @@ def runs(
     _out.print(f"serving:  {resolve_current(models_dir) or '(nothing)'}", highlight=False)
     _out.print(f"previous: {resolve_previous(models_dir) or '(none)'}", highlight=False)
     if served is not None:  # the friends' verdict on it: /guess rounds (docs/bot.md)
-        verdict = judged.summary() if judged else "no /guess round revealed yet"
+        verdict = judged.summary() if judged else "no round revealed yet"
         _out.print(f"/guess:   {verdict}", markup=False, highlight=False)
 
 
