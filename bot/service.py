@@ -416,12 +416,14 @@ class FriendBot:
         self._opted_out[user_id] = _names(display_name, username)  # before anything else
 
         def work() -> int:
+            from storage import judge
             from storage.history import forget_member, set_opted_out, upsert_member
 
             self._flush()
             with self.sessions.begin() as session:
                 upsert_member(session, user_id, display_name, username)
                 set_opted_out(session, user_id, True)
+                judge.forget_member(session, user_id)  # their /guess votes and rounds
                 return forget_member(session, user_id)
 
         return await asyncio.to_thread(work)

@@ -193,6 +193,18 @@ def close_round(session: Session, round_id: int, when: datetime | None = None) -
     return result.rowcount == 1
 
 
+def forget_member(session: Session, user_id: int) -> int:
+    """A member opted out: delete their votes and the rounds that judged their lines (an
+    opted-out member is neither stored nor imitated, and their name leaves the reports).
+    Returns the rounds deleted."""
+    session.execute(GuessVote.__table__.delete().where(GuessVote.voter_id == user_id))
+    about = select(GuessRound.id).where(GuessRound.friend_id == user_id)
+    session.execute(GuessVote.__table__.delete().where(GuessVote.round_id.in_(about)))
+    return session.execute(
+        GuessRound.__table__.delete().where(GuessRound.friend_id == user_id)
+    ).rowcount
+
+
 # --- votes -----------------------------------------------------------------------------------
 
 

@@ -259,3 +259,24 @@ def test_the_fool_rate_gate_waits_for_votes_only_when_on() -> None:
     assert "0 of the 10" in (_not_judged_yet(10, served_model, None) or "")
     again = Judgement.from_dict(judged.to_dict())
     assert again.summary() == judged.summary()
+
+
+async def test_opting_out_deletes_the_members_votes_and_the_rounds_about_them(
+    service: FriendBot,
+) -> None:
+    seed_history(service)
+    game = GuessGame(service)
+    friends: dict[int, int] = {}  # round id -> the friend's id
+    for voter in (1, 2, 4):
+        view = await game.start(CHAT, cooldown=False)
+        await game.vote(view.round_id, CHAT, voter, real=True)
+        await game.vote(view.round_id, CHAT, 4 if voter != 4 else 2, real=False)
+        await game.reveal(view.round_id)
+        with service.sessions.begin() as session:
+            friends[view.round_id] = session.get(GuessRound, view.round_id).friend_id
+    await service.opt_out(2, "Ben", None)
+    with service.sessions.begin() as session:
+        rounds = {r.id for r in session.query(GuessRound).all()}
+        voters = {v.voter_id for v in session.query(GuessVote).all()}
+    assert rounds == {rid for rid, friend in friends.items() if friend != 2}
+    assert 2 not in voters
