@@ -232,11 +232,8 @@ class GuessGame:
         return RoundView(round_id, lines, friend, line, settings.guess_votes, deadline)
 
     def _pick(self, chat_id: int, now: datetime, cooldown: bool, rng: random.Random) -> Excerpt:
-        from sqlalchemy import select
-
         from storage.history import bot_member_ids, opted_out_ids
-        from storage.judge import last_started, open_round_in
-        from storage.models import Message
+        from storage.judge import excerpt_pool, last_started, open_round_in
 
         settings = self.service.settings
         self.service._flush()
@@ -248,15 +245,10 @@ class GuessGame:
             wait = settings.guess_cooldown - (now - last).total_seconds() if last else 0
             if cooldown and wait > 0:
                 raise Refused(f"One round at a time: the next /guess in {_duration(wait)}.")
-            newest_first = session.scalars(
-                select(Message)
-                .where(Message.chat_id == chat_id, Message.date <= cutoff)
-                .order_by(Message.date.desc(), Message.message_id.desc())
-                .limit(POOL)
-            ).all()
+            pool = excerpt_pool(session, chat_id, cutoff, POOL)
             blocked = opted_out_ids(session)
             bots = bot_member_ids(session)
-        excerpt = pick_excerpt(list(reversed(newest_first)), blocked, bots, rng)
+        excerpt = pick_excerpt(pool, blocked, bots, rng)
         if excerpt is None:
             raise Refused(
                 "Not enough history to play yet: I need a conversation older than "

@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from storage.history import clip, dialect_insert
-from storage.models import GuessRound, GuessVote, as_utc, utcnow
+from storage.models import GuessRound, GuessVote, Message, as_utc, utcnow
 
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 
@@ -137,6 +137,18 @@ def start_round(
     session.add(row)
     session.flush()
     return row
+
+
+def excerpt_pool(session: Session, chat_id: int, before: datetime, limit: int) -> list[Message]:
+    """The chat's newest ``limit`` messages dated at or before ``before``, oldest first: what
+    a round's excerpt is picked from (the caller leaves out the bot's and opted-out lines)."""
+    newest_first = session.scalars(
+        select(Message)
+        .where(Message.chat_id == chat_id, Message.date <= as_utc(before))
+        .order_by(Message.date.desc(), Message.message_id.desc())
+        .limit(limit)
+    ).all()
+    return list(reversed(newest_first))
 
 
 def set_posted(session: Session, round_id: int, message_id: int) -> None:
