@@ -76,9 +76,10 @@ MENU = [
 
 def extensions() -> list[Extension]:
     """Optional features installed into every application (add one import + line each)."""
-    from bot import retrain_hooks, upload
+    from bot import guess, retrain_hooks, upload
 
-    return [retrain_hooks.install, upload.install]  # upload's "Retrain now" uses the hooks
+    # upload's "Retrain now" uses the hooks
+    return [retrain_hooks.install, upload.install, guess.install]
 
 
 def build_application(

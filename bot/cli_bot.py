@@ -1,4 +1,4 @@
-"""``friendbot run``, ``friendbot chat`` and ``friendbot history``: the bot from the command line.
+"""``friendbot run``, ``chat``, ``history`` and ``judge-report``: the bot from the command line.
 
 Settings come from the environment and ``.env`` (bot/settings.py; docs/bot.md lists them).
 """
@@ -112,9 +112,43 @@ def _print_history(stats: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
+def judge_report_command(
+    chat_id: Annotated[
+        int | None, typer.Option("--chat", help="Only this chat's rounds (Bot API id).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """How often the friends took the bot's lines for real (/guess): the fool rate per model
+    and per friend, with 95% intervals, beside the rate at which real lines are voted real."""
+    from bot.guess import report_text
+    from bot.settings import load_settings
+    from storage.db import open_existing, reading
+    from storage.judge import judgements
+
+    settings = load_settings()
+    engine = open_existing(settings.database_url)  # reads only: creates and migrates nothing
+    try:
+        with reading(engine) as session:
+            by_model = judgements(session, "model", chat_id=chat_id)
+            by_friend = judgements(session, "friend", chat_id=chat_id)
+    finally:
+        engine.dispose()
+    if as_json:
+        report = {
+            "chat_id": chat_id,
+            "by_model": [j.to_dict() for j in by_model],
+            "by_friend": [j.to_dict() for j in by_friend],
+        }
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    where = f"in chat {chat_id}" if chat_id is not None else "in all chats"
+    typer.echo(report_text(by_model, by_friend, where))
+
+
 def register(app: typer.Typer) -> None:
-    """Attach ``run``, ``chat`` and ``history`` to the friendbot CLI."""
+    """Attach ``run``, ``chat``, ``history`` and ``judge-report`` to the friendbot CLI."""
     app.command("run")(run_command)
     app.command("chat")(chat_command)
     # negative chat ids (-100...) must not be taken for options
     app.command("history", context_settings={"ignore_unknown_options": True})(history_command)
+    app.command("judge-report")(judge_report_command)

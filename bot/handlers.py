@@ -42,6 +42,7 @@ HELP = "\n".join(  # Telegram shows every newline: one line per thought
         "/paraphrase TEXT: say it differently (or reply to a message with /paraphrase)",
         "/joke [TOPIC]: one of us tells a joke",
         "/as NAME [text]: I answer as NAME",
+        "/guess: real or bot? guess whether a friend's line is theirs or mine; /guessstats",
         "/optout: never store or imitate your messages (deletes what is stored)",
         "/optin: undo /optout",
         "/help: this message",

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from bot.guess import GuessGame, Refused
 from bot.replies import Reply, UsageError
 from bot.responder import GenerationTimeout
 from bot.service import FriendBot
@@ -38,6 +39,8 @@ HELP = """Type to talk as yourself, or `Name: text` to talk as a friend.
 /optout, /optin    stop / resume storing and imitating you
 /stats, /forget    what is stored here / delete it
 /mute, /unmute     stop / resume replies (lines are still stored)
+/guess             real or bot? a line from the stored history, or the bot's; you vote
+/guessstats        how often the bot fooled you, per model and per friend
 /reload            load the newest model
 /quit              leave (or Ctrl-D)"""
 
@@ -55,9 +58,12 @@ class LocalChat:
         self.you = you
         self.chat_id = chat_id
         self._next_id = self._last_message_id() + 1
+        self._read_line: ReadLine | None = None
+        self._game: GuessGame | None = None
 
     async def run(self, read_line: ReadLine, show: Show) -> None:
         """Read lines until quit or end of input; answer each one."""
+        self._read_line = read_line
         show(None, f"Chatting as {self.you} in chat {self.chat_id}. /help for commands.")
         while True:
             line = await read_line()
@@ -128,10 +134,46 @@ class LocalChat:
         elif name in ("mute", "unmute"):
             await service.set_muted(self.chat_id, name == "mute")
             show(None, "Muted." if name == "mute" else "Unmuted.")
+        elif name == "guess":
+            await self.guess(show)
+        elif name == "guessstats":
+            show(None, await self.game.stats(self.chat_id))
         elif name == "reload":
             show(None, "Reloaded.\n" + (await service.reload()).describe())
         else:
             show(None, f"Unknown command /{name}. /help lists them.")
+
+    @property
+    def game(self) -> GuessGame:
+        if self._game is None:
+            self._game = GuessGame(self.service)
+        return self._game
+
+    async def guess(self, show: Show) -> None:
+        """A /guess round where you are the only voter: the answer comes right after your vote.
+
+        No cooldown here (nobody else is waiting for a turn); GUESS_MIN_AGE applies as in a
+        group, so the excerpt is an older conversation of this chat.
+        """
+        game = self.game
+        try:
+            view = await game.start(self.chat_id, cooldown=False)
+        except Refused as exc:
+            show(None, str(exc))
+            return
+        show(None, view.text())
+        real = None
+        while real is None:
+            show(None, "Real or bot? (r/b)")
+            answer = await self._read_line() if self._read_line else None
+            if answer is None:
+                break
+            real = {"r": True, "real": True, "b": False, "bot": False}.get(answer.strip().lower())
+        if real is not None:
+            await game.vote(view.round_id, self.chat_id, LOCAL_USER_ID, real)
+        outcome = await game.reveal(view.round_id)
+        if outcome is not None:
+            show(None, outcome.text())
 
     def _speaker(self, line: str) -> tuple[str, str, int | None]:
         """``Name: text`` speaks as a friend (no user id); anything else is you."""

@@ -343,6 +343,17 @@ def _metrics_line(label: str, metrics: dict[str, Any] | None) -> str | None:
     return " · ".join(parts)
 
 
+def judged_line(metrics: dict[str, Any] | None) -> str | None:
+    """The friends' verdict on the model that was in service (/guess), when they gave one."""
+    from storage.judge import Judgement
+
+    if not metrics or not metrics.get("judged"):
+        return None
+    judged = Judgement.from_dict(metrics["judged"])
+    name = Path(metrics.get("model_dir") or "").name or "the served model"
+    return f"/guess on {name}: {judged.summary()}"
+
+
 def format_outcome(outcome: dict[str, Any]) -> str:
     """The answer to /retrain: status, decision, both models' metrics."""
     lines = [f"Retraining run #{outcome.get('run_id')}: {outcome.get('status')}"]
@@ -351,6 +362,7 @@ def format_outcome(outcome: dict[str, Any]) -> str:
         line = _metrics_line(label, outcome.get(key))
         if line:
             lines.append(line)
+    lines.append(judged_line(outcome.get("current_metrics")) or "")
     if outcome.get("error"):
         lines.append(f"error: {outcome['error']}")
     return "\n".join(line for line in lines if line)
@@ -366,6 +378,7 @@ def format_run(run: dict[str, Any], brief: bool = False) -> str:
             line = _metrics_line(label, run.get(key))
             if line:
                 lines.append(line)
+        lines.append(judged_line(run.get("current_metrics")) or "")
     elif run.get("candidate_metrics") and run.get("current_metrics"):
         cand, cur = run["candidate_metrics"].get("loss"), run["current_metrics"].get("loss")
         if cand is not None and cur is not None:

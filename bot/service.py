@@ -261,6 +261,19 @@ class FriendBot:
         reply = persona_reply(candidates, persona)
         return reply if reply is not None or not prompted else Reply(persona, SHRUG)
 
+    async def reply_to_context(self, context: Sequence[str], persona: str) -> Reply | None:
+        """The model's line as ``persona`` after ``context`` lines, as a reply is made (best of
+        REPLY_CANDIDATES): for /guess, the bot's take on the moment a friend really spoke.
+        None when every candidate came out empty."""
+        chat, k = self.models.current.chat, self.settings.reply_candidates
+        prompt = build_prompt(list(context), persona)
+        candidates = await self._best_of(chat, prompt, k, context, persona)
+        return persona_reply(candidates, persona)
+
+    def model_id(self) -> str:
+        """The served chat model, as rounds and reports name it: its resolved directory."""
+        return str(self.models.current.chat.model_dir)
+
     async def reply_as(self, chat_id: int, args: Sequence[str], asker: str) -> Reply:
         """``/as NAME [text]``: the chat (plus ``text``, said by the asker) answered as NAME."""
         context, friends = await self.context(chat_id)
@@ -403,12 +416,14 @@ class FriendBot:
         self._opted_out[user_id] = _names(display_name, username)  # before anything else
 
         def work() -> int:
+            from storage import judge
             from storage.history import forget_member, set_opted_out, upsert_member
 
             self._flush()
             with self.sessions.begin() as session:
                 upsert_member(session, user_id, display_name, username)
                 set_opted_out(session, user_id, True)
+                judge.forget_member(session, user_id)  # their /guess votes and rounds
                 return forget_member(session, user_id)
 
         return await asyncio.to_thread(work)

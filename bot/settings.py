@@ -184,7 +184,34 @@ class GenerationSection(BaseModel):
     )
 
 
-class Settings(TelegramSection, HistorySection, ReplySection, GenerationSection, TrainingSettings):
+class GuessSection(BaseModel):
+    """``/guess``: the friends judge lines, real or bot (bot/guess.py)."""
+
+    guess_cooldown: float = Field(
+        600.0, ge=0.0, description="Seconds between the starts of two /guess rounds in one chat."
+    )
+    guess_votes: int = Field(
+        3, ge=1, le=100, description="Votes after which a /guess round is revealed."
+    )
+    guess_timeout: float = Field(
+        3600.0, gt=0, description="Seconds after which a /guess round is revealed anyway."
+    )
+    guess_min_age: float = Field(
+        2.0,
+        ge=0.0,
+        description="Days: excerpts from messages newer than this are never used (no spoilers "
+        "of a live conversation).",
+    )
+
+
+class Settings(
+    TelegramSection,
+    HistorySection,
+    ReplySection,
+    GenerationSection,
+    GuessSection,
+    TrainingSettings,
+):
     """Everything the bot process reads: the bot's sections plus storage, models, retraining."""
 
     model_config = SETTINGS_CONFIG

@@ -1,5 +1,5 @@
-"""The tables: chats, members, their messages, training runs, locks, small bot state and the
-inbox of fetched Telegram updates.
+"""The tables: chats, members, their messages, training runs, locks, small bot state, the
+inbox of fetched Telegram updates, and the friends' "real or bot?" rounds and votes.
 
 Ids are Telegram's (Bot API form for chats, e.g. ``-100123...`` for supergroups), so they need
 64 bits. Every timestamp is a timezone-aware UTC ``datetime`` in Python whatever the backend:
@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     ForeignKey,
@@ -222,3 +223,58 @@ class BotState(Base):
 
     def __repr__(self) -> str:
         return f"BotState(key={self.key!r}, value={self.value!r})"
+
+
+class GuessRound(Base):
+    """One ``/guess`` round: an excerpt of a chat, then a line signed by ``friend`` that is
+    either their real next message or the model's reply (``is_bot``), chosen by ``seed``.
+
+    Only ids are kept (the excerpt's and the real line's message ids), never the texts: a
+    member's ``/optout`` deletes their messages, and a round must not keep copies of them.
+    ``model_id`` is the served chat model's directory (resolved), so fool rates are per model.
+    """
+
+    __tablename__ = "guess_rounds"
+    __table_args__ = (Index(None, "chat_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("chats.id", ondelete="CASCADE"))
+    model_id: Mapped[str] = mapped_column(Text)
+    friend: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    friend_id: Mapped[int | None] = mapped_column(BigInteger)
+    is_bot: Mapped[bool] = mapped_column(Boolean)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    excerpt_ids: Mapped[Any] = mapped_column(JSON)  # message ids of the excerpt, oldest first
+    real_message_id: Mapped[int | None] = mapped_column(BigInteger)  # the real next line
+    posted_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    votes_needed: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deadline_at: Mapped[datetime]
+    revealed_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return (
+            f"GuessRound(id={self.id!r}, chat_id={self.chat_id!r}, friend={self.friend!r}, "
+            f"is_bot={self.is_bot!r}, revealed_at={self.revealed_at!r})"
+        )
+
+
+class GuessVote(Base):
+    """One member's vote in a round: ``guess_real`` True for *Real*. One per member per round."""
+
+    __tablename__ = "guess_votes"
+    __table_args__ = (UniqueConstraint("round_id", "voter_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    round_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("guess_rounds.id", ondelete="CASCADE")
+    )
+    voter_id: Mapped[int] = mapped_column(BigInteger)
+    guess_real: Mapped[bool] = mapped_column(Boolean)
+    voted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return (
+            f"GuessVote(round_id={self.round_id!r}, voter_id={self.voter_id!r}, "
+            f"guess_real={self.guess_real!r})"
+        )

@@ -129,6 +129,12 @@ class RetrainSection(BaseModel):
         ge=0.0,
         description="Promote when candidate loss <= current loss + this (nats per token).",
     )
+    retrain_fool_gate_votes: int = Field(
+        0,
+        ge=0,
+        description="0: off. N: the served model is replaced only once the friends gave N "
+        "votes on its /guess lines (its fool rate is known before it goes).",
+    )
     retrain_eval_split: Literal["validation", "test"] = Field(
         "validation", description="Held-out split both models are evaluated on."
     )

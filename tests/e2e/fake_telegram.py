@@ -186,12 +186,14 @@ class FakeTelegram:
         text: str,
         *,
         reply_to: dict[str, Any] | None = None,
+        date: int | None = None,
     ) -> dict[str, Any]:
         """Queue a text message from ``user`` in ``chat``; ``@username`` and ``/command``
-        get their entities as Telegram would add them. Returns the message."""
+        get their entities as Telegram would add them. ``date`` (Unix time, default now)
+        lets a test replay an old conversation. Returns the message."""
         message = {
             "message_id": self._message_id(chat.id),
-            "date": int(time.time()),
+            "date": int(time.time()) if date is None else date,
             "chat": chat.to_dict(),
             "from": user.to_dict(),
             "text": text,

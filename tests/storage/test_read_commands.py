@@ -1,5 +1,6 @@
-"""``friendbot history`` and ``friendbot runs`` only read: on a database they cannot use they
-say so in one line (exit 2), and they never create, migrate or touch a file.
+"""``friendbot history``, ``friendbot runs`` and ``friendbot judge-report`` only read: on a
+database they cannot use they say so in one line (exit 2), and they never create, migrate or
+touch a file.
 
 Run as a user would: the installed console script in a subprocess, each case checked for its
 one line and for every file of the directory unchanged (bytes and mtime) afterwards.
@@ -27,7 +28,16 @@ from tests.storage.conftest import T0
 
 FRIENDBOT = Path(sys.executable).with_name("friendbot")
 CHAT = -1001
-COMMANDS = {"history": ["history", str(CHAT)], "runs": ["runs"]}
+COMMANDS = {
+    "history": ["history", str(CHAT)],
+    "runs": ["runs"],
+    "judge-report": ["judge-report"],
+}
+READ_BACK = {  # what each command's --json shows of good_database's contents
+    "history": "message 199",
+    "runs": '"status": "skipped"',
+    "judge-report": '"by_model": []',
+}
 
 
 def friendbot(args: list[str], url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -174,8 +184,7 @@ def test_a_database_in_a_read_only_directory_is_read(command: str, tmp_path: Pat
     with read_only(folder):
         result = friendbot([*COMMANDS[command], "--json"], url, tmp_path)
     assert result.returncode == 0, result.stderr
-    expected = "message 199" if command == "history" else "nothing new"
-    assert expected in result.stdout
+    assert READ_BACK[command] in result.stdout
     assert snapshot(tmp_path) == before
 
 
@@ -185,5 +194,5 @@ def test_a_current_database_is_read_and_left_as_it_was(command: str, tmp_path: P
     before = snapshot(tmp_path)
     result = friendbot([*COMMANDS[command], "--json"], url, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert ("message 199" if command == "history" else '"status": "skipped"') in result.stdout
+    assert READ_BACK[command] in result.stdout
     assert snapshot(tmp_path) == before  # not even an empty -wal or -shm beside it

@@ -64,3 +64,73 @@ def test_a_broken_candidate_fails_the_run_and_the_served_model_stays(
     assert "no friendbot.json" in outcome.error
     assert resolve_current(ws.models) == serving.resolve()
     assert models_folder.candidates(ws.models) == []  # the bad candidate is gone
+
+
+def _judge_served(ws: object, model_dir: Path, real: int, bot: int) -> None:
+    """One revealed /guess round of ``model_dir``'s bot lines with these votes."""
+    from datetime import UTC, datetime
+
+    from storage.db import make_engine, session_factory, upgrade
+    from storage.history import upsert_chat
+    from storage.judge import add_vote, close_round, start_round
+
+    engine = make_engine(ws.settings.database_url)  # type: ignore[attr-defined]
+    upgrade(engine)
+    with session_factory(engine).begin() as session:
+        upsert_chat(session, -1001, "Friends", "supergroup")
+        row = start_round(
+            session, chat_id=-1001, model_id=str(model_dir.resolve()), friend="Ann",
+            friend_id=1, is_bot=True, seed=1, excerpt_ids=[1, 2], real_message_id=3,
+            votes_needed=real + bot, deadline_at=datetime.now(UTC),
+        )  # fmt: skip
+        for voter in range(real + bot):
+            add_vote(session, row.id, voter, guess_real=voter < real)
+        close_round(session, row.id)
+    engine.dispose()
+
+
+def test_the_fool_rate_gate_waits_for_votes_then_records_the_verdict(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = make_workspace(
+        tmp_path,
+        retrain_train_command=fake_train_command("copy", str(tiny_model_dir)),
+        retrain_fool_gate_votes=4,
+        retrain_tolerance=1.0,
+    )
+    write_export(ws.exports / "crew.json", export_dict())
+    serving = Path(shutil.copytree(tiny_model_dir, ws.models / "hand-trained"))
+    set_current(ws.models, serving)
+    _judge_served(ws, serving, real=2, bot=1)  # 3 votes: not judged enough yet
+
+    waiting = ws.run()
+    assert waiting.status == "skipped", waiting
+    assert "3 of the 4 /guess votes" in waiting.decision
+    assert resolve_current(ws.models) == serving.resolve()
+    assert models_folder.candidates(ws.models) == []  # nothing was trained
+    assert ws.record(waiting.run_id).current_metrics["judged"]["fool_rate"]["votes"] == 3
+
+    _judge_served(ws, serving, real=1, bot=0)  # the 4th vote
+    outcome = ws.run()
+    assert outcome.status == "promoted", outcome
+    judged = ws.record(outcome.run_id).current_metrics["judged"]
+    assert (judged["fool_rate"]["real"], judged["fool_rate"]["votes"]) == (3, 4)
+
+    from bot.retrain_hooks import format_outcome
+
+    text = format_outcome(outcome.to_dict())
+    assert "/guess on hand-trained: fool rate 75% (95% CI" in text
+
+    # `friendbot runs` shows the verdict on the model now in service (the candidate: none yet)
+    from tests.cli_runner import friendbot
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", ws.settings.database_url)
+    monkeypatch.setenv("MODELS_DIR", str(ws.models))
+    monkeypatch.setenv("COLUMNS", "200")
+    code, shown = friendbot("runs")
+    assert code == 0, shown
+    assert "/guess:   no round revealed yet" in shown
+    _judge_served(ws, Path(outcome.candidate_dir), real=1, bot=1)
+    code, shown = friendbot("runs")
+    assert "/guess:   fool rate 50% (95% CI 9%-91%, 2 votes)" in shown, shown

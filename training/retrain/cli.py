@@ -109,6 +109,7 @@ def runs(
     from rich.table import Table
 
     from storage.db import open_existing, reading
+    from storage.judge import model_judgement
     from storage.runs import get_run, recent_runs
     from training.errors import InputError
     from training.model.model_dir import resolve_current
@@ -129,6 +130,8 @@ def runs(
             else:
                 rows = recent_runs(session, limit)
             records = [run_record(r) for r in rows]
+            served = resolve_current(Path(settings.models_dir))
+            judged = model_judgement(session, str(served)) if served else None
     finally:
         engine.dispose()
     if as_json or run_id is not None:
@@ -157,6 +160,9 @@ def runs(
     models_dir = Path(settings.models_dir)
     _out.print(f"serving:  {resolve_current(models_dir) or '(nothing)'}", highlight=False)
     _out.print(f"previous: {resolve_previous(models_dir) or '(none)'}", highlight=False)
+    if served is not None:  # the friends' verdict on it: /guess rounds (docs/bot.md)
+        verdict = judged.summary() if judged else "no round revealed yet"
+        _out.print(f"/guess:   {verdict}", markup=False, highlight=False)
 
 
 def _escape(text: str) -> str:

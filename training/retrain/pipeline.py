@@ -270,6 +270,13 @@ def _steps(run: _Run, force: bool, lock_ok: Callable[[], bool]) -> RunOutcome:
         run.update(inputs_fingerprint=quick)
         return _skipped(run, last, quick)
 
+    # The friends' verdict on the served model (/guess): recorded with the run, and with
+    # RETRAIN_FOOL_GATE_VOTES a served model is not replaced before it has been judged.
+    judged = _served_judgement(run, current)
+    waiting = _not_judged_yet(settings.retrain_fool_gate_votes, current, judged)
+    if waiting:
+        return _outcome(run, "skipped", waiting, None, None, _judged_metrics(current, judged))
+
     # 3. Check each export; leave bad ones out, fail only when none is usable.
     run.report(f"checking {len(exports)} export(s)")
     one_voice_ok = bool(settings.retrain_prepare_options.get("allow_single_speaker", False))
@@ -305,6 +312,8 @@ def _steps(run: _Run, force: bool, lock_ok: Callable[[], bool]) -> RunOutcome:
     )
     if broken:
         current_metrics = {"model_dir": str(served), "unusable": broken}
+    if current_metrics is not None and judged is not None:
+        current_metrics["judged"] = judged.to_dict()
     if not accept:
         run.discard_candidate()
         return _outcome(run, "rejected", decision, candidate, candidate_metrics, current_metrics)
@@ -321,6 +330,48 @@ def _steps(run: _Run, force: bool, lock_ok: Callable[[], bool]) -> RunOutcome:
 
 
 # --- the steps' pieces --------------------------------------------------------------------
+
+
+def _served_judgement(run: _Run, current: Path | None) -> Any:
+    """The friends' votes on the served model's /guess lines (a storage.judge.Judgement),
+    or None when it has no revealed round (or nothing is served)."""
+    from storage.judge import model_judgement
+
+    if current is None:
+        return None
+    with run.sessions() as session:
+        return model_judgement(session, str(current.resolve()))
+
+
+def _not_judged_yet(min_votes: int, current: Path | None, judged: Any) -> str | None:
+    """Why the run stops here under the fool-rate gate, or None to go on.
+
+    A candidate has no /guess rounds before it serves, so "not worse on fool rate" cannot be
+    checked before promotion. What the gate can do is make sure every model in service gets
+    judged: with RETRAIN_FOOL_GATE_VOTES=N a served model is only replaced once the friends
+    gave N votes on its bot lines, so its fool rate is on record (and comparable with the
+    next model's) before it goes. Off (0) by default: a group that does not play /guess
+    would otherwise never retrain.
+    """
+    if min_votes <= 0 or current is None:
+        return None
+    votes = judged.fooled.votes if judged is not None else 0
+    if votes >= min_votes:
+        return None
+    return (
+        f"skipped: the served model has {votes} of the {min_votes} /guess votes on its lines "
+        "that RETRAIN_FOOL_GATE_VOTES asks for before it is replaced (play /guess, or set it "
+        "to 0)"
+    )
+
+
+def _judged_metrics(current: Path | None, judged: Any) -> dict[str, Any] | None:
+    if current is None:
+        return None
+    metrics: dict[str, Any] = {"model_dir": str(current)}
+    if judged is not None:
+        metrics["judged"] = judged.to_dict()
+    return metrics
 
 
 def _opted_out(sessions: sessionmaker[Session]) -> list[str]:
