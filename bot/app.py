@@ -76,9 +76,10 @@ MENU = [
 
 def extensions() -> list[Extension]:
     """Optional features installed into every application (add one import + line each)."""
-    from bot import retrain_hooks, upload
+    from bot import reactions, retrain_hooks, upload
 
-    return [retrain_hooks.install, upload.install]  # upload's "Retrain now" uses the hooks
+    # upload's "Retrain now" uses the hooks; reactions: the group's feedback (issue 14)
+    return [retrain_hooks.install, upload.install, reactions.install]
 
 
 def build_application(
