@@ -24,22 +24,24 @@ FEEDBACK_WEIGHT = 1.0
 """P(liked) is in 0..1, like the voice classifier's probability (bot.best_of.VOICE_WEIGHT):
 it decides between candidates of similar log-probability, never against a loop or an echo."""
 
-_cache: dict[Path, tuple[float, FeedbackScorer | None]] = {}
+_cache: dict[Path, tuple[tuple[int, int], FeedbackScorer | None]] = {}
 _lock = threading.Lock()
 
 
 def scorer_for(model_dir: Path | str | None) -> FeedbackScorer | None:
-    """The scorer saved with ``model_dir`` (cached; read again when the file changes)."""
+    """The scorer saved with ``model_dir`` (cached; read again when the file changes: a
+    retrain writes it into a new directory, so this is one ``stat`` per reply)."""
     if model_dir is None:
         return None
     path = Path(model_dir) / SCORER_FILE
     try:
-        mtime = path.stat().st_mtime
+        stat = path.stat()
     except OSError:
         return None
+    version = (stat.st_mtime_ns, stat.st_size)
     with _lock:
         cached = _cache.get(path)
-        if cached is not None and cached[0] == mtime:
+        if cached is not None and cached[0] == version:
             return cached[1]
     try:
         scorer = load(Path(model_dir))
@@ -47,7 +49,7 @@ def scorer_for(model_dir: Path | str | None) -> FeedbackScorer | None:
         log.warning("%s: reply scorer ignored (%s)", path, exc)
         scorer = None
     with _lock:
-        _cache[path] = (mtime, scorer)
+        _cache[path] = (version, scorer)
     return scorer
 
 
