@@ -7,8 +7,10 @@ The run, top to bottom (``retrain``):
 2. fingerprint the inputs; skip when they match the last run that reached a decision;
 3. check each export; a bad one is left out and named in the run's ``error`` (the others are
    still used; the run fails only when no export is usable);
-4. ``prepare`` into a scratch folder; train the candidate in a child process (a crash or an
-   out-of-memory kill there cannot take this process, or the bot, down);
+4. ``prepare`` into a scratch folder (with RETRAIN_USE_FEEDBACK, the bot replies the group
+   liked beside it: training.retrain.feedback); train the candidate in a child process (a
+   crash or an out-of-memory kill there cannot take this process, or the bot, down), and fit
+   the reply scorer into it;
 5. evaluate the candidate and the served model on the same held-out sessions (the
    candidate's split) and promote only if ``candidate <= current + RETRAIN_TOLERANCE``;
 6. promote atomically (``models/previous`` then ``models/current``), prune old candidates,
