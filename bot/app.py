@@ -76,10 +76,10 @@ MENU = [
 
 def extensions() -> list[Extension]:
     """Optional features installed into every application (add one import + line each)."""
-    from bot import guess, retrain_hooks, upload
+    from bot import guess, reactions, retrain_hooks, upload
 
-    # upload's "Retrain now" uses the hooks
-    return [retrain_hooks.install, upload.install, guess.install]
+    # upload's "Retrain now" uses the hooks; guess and reactions: the group judges the bot
+    return [retrain_hooks.install, upload.install, guess.install, reactions.install]
 
 
 def build_application(

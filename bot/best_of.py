@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot.feedback_scorer import with_feedback
 from training.formatting import clean_text, parse_turn
 from training.model.decoding import DecodeOptions
 from training.model.imitation import echoes, loops
@@ -91,4 +92,6 @@ def best_of(
     """
     scored = engine.generate_scored([prompt], options)[0]
     lines = tuple(context)
+    # issue 14: the group's liked/disliked replies, when the served model has that scorer
+    scorer = with_feedback(scorer, getattr(engine, "model_dir", None))
     return rank([Candidate(text, logprob, lines, persona) for text, logprob in scored], scorer)

@@ -158,7 +158,8 @@ def check_user(euid: int | None = None) -> Check:
 
 
 async def telegram_checks(settings: Settings) -> list[Check]:
-    """Token (getMe), each allowed chat (getChat, getChatMember), privacy mode, the admins."""
+    """Token (getMe), each allowed chat (getChat, getChatMember), privacy mode, reactions,
+    the admins."""
     from telegram import Bot
     from telegram.error import InvalidToken, NetworkError
     from telegram.request import HTTPXRequest
@@ -214,6 +215,7 @@ async def telegram_checks(settings: Settings) -> list[Check]:
             if status is not None:
                 statuses[chat_id] = status
         checks.append(check_privacy(me, settings.allowed_chat_ids, statuses))
+        checks.append(check_reactions(settings.allowed_chat_ids, statuses))
         checks.append(await check_admins(bot, me, settings.admin_user_ids))
         return checks
     finally:
@@ -279,6 +281,25 @@ def check_privacy(me: User, allowed: Iterable[int], statuses: dict[int, str]) ->
         f"on, and the bot is no admin in {chats}: it receives only commands and replies to "
         "its own messages there, so it stores nothing and never joins in",
         PRIVACY_FIX,
+    )
+
+
+def check_reactions(allowed: Iterable[int], statuses: dict[int, str]) -> Check:
+    """Telegram sends reactions (``message_reaction``) only to a bot that is an admin of the
+    group: elsewhere the group's 👍 and 👎 on the bot's replies never reach it, and
+    RETRAIN_USE_FEEDBACK has nothing to learn from (quoting replies still count)."""
+    groups = sorted(chat_id for chat_id in allowed if chat_id < 0)
+    if not groups:
+        return ok("reactions", "no group in ALLOWED_CHAT_IDS")
+    blind = [chat_id for chat_id in groups if statuses.get(chat_id) not in SEES_EVERYTHING]
+    if not blind:
+        return ok("reactions", "received: the bot is an admin of every allowed group")
+    chats = ", ".join(str(c) for c in blind)
+    return warn(
+        "reactions",
+        f"not received in {chats}: Telegram sends reactions only to group admins, so the "
+        "group's reactions to the bot's replies are lost",
+        "make the bot an administrator of the group (no rights needed beyond the default)",
     )
 
 

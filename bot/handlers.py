@@ -117,7 +117,8 @@ async def post(
             ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
         ),
     )
-    service_of(context).record_sent(
+    service = service_of(context)
+    service.record_sent(
         reply,
         chat_id=chat_id,
         message_id=sent.message_id,
@@ -125,6 +126,7 @@ async def post(
         date=sent.date,
         reply_to_message_id=reply_to,
     )
+    await service.remember_reply(reply, chat_id, sent.message_id)  # for reactions (issue 14)
     return sent
 
 

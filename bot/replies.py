@@ -21,7 +21,7 @@ from __future__ import annotations
 import html
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from training.formatting import (
@@ -50,11 +50,24 @@ class StoredTurn(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyOrigin:
+    """What an in-character reply answered, so the group's reactions to it can become a
+    training example (storage.feedback): the newest stored message of the context and how
+    many stored messages were read, the kind of reply, and the model that wrote it."""
+
+    kind: str  # "chat" (joined the conversation) or "as" (/as NAME)
+    context_until: int | None
+    context_size: int
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
-    """A message the bot posts in a friend's voice."""
+    """A message the bot posts in a friend's voice (``origin``: what it answered, if known)."""
 
     speaker: str
     text: str
+    origin: ReplyOrigin | None = field(default=None, compare=False)  # bookkeeping, not content
 
     def html(self) -> str:
         """``<b>Speaker</b>: text``, escaped, within Telegram's length limit."""

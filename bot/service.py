@@ -16,6 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from bot.replies import (
     SHRUG,
     Friends,
     Reply,
+    ReplyOrigin,
     UsageError,
     as_prompt,
     choose_reply,
@@ -238,6 +240,37 @@ class FriendBot:
             )
         )
 
+    async def remember_reply(self, reply: Reply, chat_id: int, message_id: int) -> None:
+        """Record a posted in-character reply with what it answered, so the group's reactions
+        to it can be used (bot/reactions.py, storage.feedback). No-op without an origin.
+
+        Failing here must not look like a failed post: the message is out already.
+        """
+        origin = reply.origin
+        if origin is None:
+            return
+
+        def work() -> None:
+            from storage.feedback import record_bot_reply
+
+            with self.sessions.begin() as session:
+                record_bot_reply(
+                    session,
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    persona=reply.speaker,
+                    text=reply.text,
+                    kind=origin.kind,
+                    context_until=origin.context_until,
+                    context_size=origin.context_size,
+                    model=origin.model,
+                )
+
+        try:
+            await asyncio.to_thread(work)
+        except Exception as exc:
+            log.warning("chat %s: reply %s not kept for feedback: %r", chat_id, message_id, exc)
+
     # --- generation ---------------------------------------------------------------------------
 
     async def reply_in_character(
@@ -246,20 +279,23 @@ class FriendBot:
         """The model continues the chat as the friend it picks (asking again with a persona
         when it picks nobody usable). None when there is no one to speak as, or when an
         unprompted reply came out empty; asked directly, a friend who has no words shrugs."""
-        context, friends = await self.context(chat_id)
+        context, friends, mark = await asyncio.to_thread(self._read_context_marked, chat_id)
         chat = self.models.current.chat
+        origin = self._origin("chat", mark)
         k = self.settings.reply_candidates
         candidates = await self._best_of(chat, build_prompt(context), k, context)
         reply = choose_reply(candidates, friends, avoid=[asker] if asker else [])
         if reply is not None:
-            return reply
+            return replace(reply, origin=origin)
         persona = friends.pick(self.rng, avoid=[asker] if asker else [])
         if persona is None:
             log.info("chat %s: no friend to speak as yet", chat_id)
             return None
         candidates = await self._best_of(chat, build_prompt(context, persona), k, context, persona)
         reply = persona_reply(candidates, persona)
-        return reply if reply is not None or not prompted else Reply(persona, SHRUG)
+        if reply is None and prompted:
+            reply = Reply(persona, SHRUG)
+        return replace(reply, origin=origin) if reply is not None else None
 
     async def reply_to_context(self, context: Sequence[str], persona: str) -> Reply | None:
         """The model's line as ``persona`` after ``context`` lines, as a reply is made (best of
@@ -276,7 +312,7 @@ class FriendBot:
 
     async def reply_as(self, chat_id: int, args: Sequence[str], asker: str) -> Reply:
         """``/as NAME [text]``: the chat (plus ``text``, said by the asker) answered as NAME."""
-        context, friends = await self.context(chat_id)
+        context, friends, mark = await asyncio.to_thread(self._read_context_marked, chat_id)
         name, text = split_as_args(args, friends)
         if friends.is_blocked(name):
             raise UsageError(f"{name} opted out, so I never speak as them.")
@@ -286,7 +322,8 @@ class FriendBot:
         prompt = as_prompt(context, persona, asker, text)
         chat, k = self.models.current.chat, self.settings.reply_candidates
         candidates = await self._best_of(chat, prompt, k, context, persona)
-        return persona_reply(candidates, persona) or Reply(persona, SHRUG)
+        reply = persona_reply(candidates, persona) or Reply(persona, SHRUG)
+        return replace(reply, origin=None if text else self._origin("as", mark))
 
     async def paraphrase(self, text: str, asker: str) -> list[str]:
         """Up to three rewordings of ``text`` from the paraphrase model."""
@@ -315,6 +352,19 @@ class FriendBot:
         return await asyncio.to_thread(self._read_context, chat_id)
 
     def _read_context(self, chat_id: int) -> tuple[list[str], Friends]:
+        lines, friends, _ = self._read_context_marked(chat_id)
+        return lines, friends
+
+    def _origin(self, kind: str, mark: tuple[int | None, int]) -> ReplyOrigin:
+        """Where a reply came from (for the group's feedback on it, bot/reactions.py)."""
+        model = getattr(self.models.current.chat, "model_dir", None)
+        return ReplyOrigin(kind, mark[0], mark[1], str(model) if model is not None else None)
+
+    def _read_context_marked(
+        self, chat_id: int
+    ) -> tuple[list[str], Friends, tuple[int | None, int]]:
+        """:meth:`_read_context`, plus (newest context message id, messages read): what a
+        reply answered, recorded with it so feedback can rebuild its training example."""
         from storage.history import bot_member_ids, recent_messages
 
         self._flush()  # the message being answered may still be in the writer's queue
@@ -322,7 +372,9 @@ class FriendBot:
         with self.sessions.begin() as session:
             recent = recent_messages(session, chat_id, window)
             bots = bot_member_ids(session)
-        lines = context_lines(recent[-self.settings.history_size :])
+        shown = recent[-self.settings.history_size :]
+        lines = context_lines(shown)
+        mark = (shown[-1].message_id if shown else None, len(shown))
         # people only: no other bots, no chat posting as itself (a negative sender id)
         names = [
             m.sender_name
@@ -333,7 +385,7 @@ class FriendBot:
         if self.models.loaded:
             names += [str(n) for n in self.models.current.chat.info.get("speakers") or []]
         blocked = [name for names_ in self._opted_out.values() for name in names_]
-        return lines, Friends.build(names, blocked)
+        return lines, Friends.build(names, blocked), mark
 
     async def _best_of(
         self,

@@ -204,12 +204,41 @@ class GuessSection(BaseModel):
     )
 
 
+class FeedbackSection(BaseModel):
+    """Which reactions to the bot's replies count as liked and which as disliked (issue 14)."""
+
+    feedback_positive: str = Field(
+        "👍 😂 ❤️ 🔥",
+        description="Reactions that mean the group liked a bot reply (space-separated emoji).",
+    )
+    feedback_negative: str = Field(
+        "👎 🤮 💩",
+        description="Reactions that mean the group disliked a bot reply (space-separated).",
+    )
+
+    @field_validator("feedback_negative")
+    @classmethod
+    def _disjoint(cls, value: str, info: ValidationInfo) -> str:
+        """One emoji cannot mean both: say which instead of silently picking one."""
+        both = emoji_set(value) & emoji_set(info.data.get("feedback_positive", ""))
+        if both:
+            raise ValueError(f"{' '.join(sorted(both))} is also in FEEDBACK_POSITIVE")
+        return value
+
+
+def emoji_set(value: str) -> frozenset[str]:
+    """Space-separated emoji, compared without variation selectors: Telegram sends the red
+    heart as U+2764 alone, while a keyboard types U+2764 U+FE0F."""
+    return frozenset(part.replace("\ufe0f", "") for part in value.split() if part)
+
+
 class Settings(
     TelegramSection,
     HistorySection,
     ReplySection,
     GenerationSection,
     GuessSection,
+    FeedbackSection,
     TrainingSettings,
 ):
     """Everything the bot process reads: the bot's sections plus storage, models, retraining."""

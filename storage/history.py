@@ -15,7 +15,16 @@ from typing import Any
 from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from storage.models import NAME_LENGTH, Chat, Member, Message, as_utc, utcnow
+from storage.models import (
+    NAME_LENGTH,
+    BotReply,
+    Chat,
+    Member,
+    Message,
+    ReplyReaction,
+    as_utc,
+    utcnow,
+)
 
 UNKNOWN_CHAT_TYPE = "unknown"
 """Type of a chat row created by a flag change before any of its messages was stored."""
@@ -201,7 +210,10 @@ def forget_chat(session: Session, chat_id: int) -> int:
     """Delete every stored message of the chat; returns how many.
 
     The chat row stays, so its admin flags (allowed, muted) survive an admin's ``/forget``.
+    The bot's recorded replies and their reactions (storage.feedback) go too.
     """
+    session.execute(delete(ReplyReaction).where(ReplyReaction.chat_id == chat_id))
+    session.execute(delete(BotReply).where(BotReply.chat_id == chat_id))
     result = session.execute(delete(Message).where(Message.chat_id == chat_id))
     return result.rowcount
 
@@ -209,8 +221,10 @@ def forget_chat(session: Session, chat_id: int) -> int:
 def forget_member(session: Session, user_id: int) -> int:
     """Delete every stored message the member wrote, in all chats; returns how many.
 
-    The member row goes too, unless it carries an opt-out (which must outlive the data).
+    The member row goes too, unless it carries an opt-out (which must outlive the data), and
+    so do their reactions to the bot's replies (storage.feedback).
     """
+    session.execute(delete(ReplyReaction).where(ReplyReaction.member_id == user_id))
     deleted = session.execute(delete(Message).where(Message.sender_id == user_id)).rowcount
     session.execute(delete(Member).where(Member.user_id == user_id, ~Member.opted_out))
     session.expire_all()

@@ -1,5 +1,6 @@
 """The tables: chats, members, their messages, training runs, locks, small bot state, the
-inbox of fetched Telegram updates, and the friends' "real or bot?" rounds and votes.
+inbox of fetched Telegram updates, the friends' "real or bot?" rounds and votes, and the
+group's feedback (reactions) on the bot's replies.
 
 Ids are Telegram's (Bot API form for chats, e.g. ``-100123...`` for supergroups), so they need
 64 bits. Every timestamp is a timezone-aware UTC ``datetime`` in Python whatever the backend:
@@ -19,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -277,4 +279,66 @@ class GuessVote(Base):
         return (
             f"GuessVote(round_id={self.round_id!r}, voter_id={self.voter_id!r}, "
             f"guess_real={self.guess_real!r})"
+        )
+
+
+class BotReply(Base):
+    """A message the bot posted in a friend's voice, with what it answered (issue 14).
+
+    The context is kept as a pointer into ``messages`` (the newest context message and how
+    many messages were read), never as a copy: a member who opts out, or an admin's
+    ``/forget``, removes their words from it too. Reactions and quoting replies to this
+    message are the group's verdict on it (storage.feedback).
+    """
+
+    __tablename__ = "bot_replies"
+
+    chat_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True
+    )
+    message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    persona: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    text: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))  # "chat" (joined in) or "as" (/as NAME)
+    context_until: Mapped[int | None] = mapped_column(BigInteger)
+    context_size: Mapped[int] = mapped_column(Integer, default=0)
+    model: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return (
+            f"BotReply(chat_id={self.chat_id!r}, message_id={self.message_id!r}, "
+            f"persona={self.persona!r}, text={self.text[:30]!r})"
+        )
+
+
+class ReplyReaction(Base):
+    """One member's current reactions to one of the bot's replies, and what they mean.
+
+    ``reactions`` is the member's latest set (Telegram sends the whole new set on every
+    change); ``vote`` is +1 (liked), -1 (disliked) or 0 (neither, e.g. a custom emoji). A
+    member who removes every reaction has no row.
+    """
+
+    __tablename__ = "reply_reactions"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["chat_id", "message_id"],
+            ["bot_replies.chat_id", "bot_replies.message_id"],
+            ondelete="CASCADE",
+        ),
+        Index(None, "member_id"),
+    )
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    reactions: Mapped[list[str]] = mapped_column(JSON)
+    vote: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return (
+            f"ReplyReaction(chat_id={self.chat_id!r}, message_id={self.message_id!r}, "
+            f"member_id={self.member_id!r}, vote={self.vote!r})"
         )

@@ -124,6 +124,12 @@ class RetrainSection(BaseModel):
         False,
         description="Also train on human messages the bot stored since the newest export.",
     )
+    retrain_use_feedback: bool = Field(
+        False,
+        description="Train on what the group said about the bot's replies: liked replies "
+        "become extra training examples for that friend, and liked/disliked ones fit the "
+        "best-of-k reply scorer saved with the candidate.",
+    )
     retrain_tolerance: float = Field(
         0.01,
         ge=0.0,

@@ -104,6 +104,18 @@ def test_privacy_mode_on_is_fine_where_the_bot_is_admin(tg: FakeTelegram) -> Non
     assert privacy.status is Status.OK and "admin of every allowed group" in privacy.detail
 
 
+def test_reactions_need_the_bot_to_be_admin(tg: FakeTelegram) -> None:
+    tg.add_chat(GROUP, bot_status="member")  # privacy mode off: sees messages, not reactions
+    tg.add_chat(OTHER, bot_status="administrator")
+    checks = telegram(bot_settings(tg, allowed_chat_ids=[GROUP.id, OTHER.id]))
+    reactions = checks["reactions"]
+    assert reactions.status is Status.WARN
+    assert str(GROUP.id) in reactions.detail and str(OTHER.id) not in reactions.detail
+    assert "administrator" in reactions.fix
+    tg.add_chat(GROUP, bot_status="administrator")
+    assert telegram(bot_settings(tg))["reactions"].status is Status.OK
+
+
 def test_rejected_token_fails_without_showing_it(tg: FakeTelegram) -> None:
     token = "999:not-the-token-at-all"
     settings = bot_settings(tg, telegram_bot_token=token)

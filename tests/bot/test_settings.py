@@ -91,6 +91,7 @@ def test_token_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
         ("GENERATION_TIMEOUT", "0"),
         ("RETRAIN_PREPARE_OPTIONS", "{session_gap: 90}"),
         ("RETRAIN_CRON", "every day"),
+        ("FEEDBACK_NEGATIVE", "👎 ❤"),  # the heart is positive by default (❤️ = ❤)
     ],
 )
 def test_bad_values_name_the_variable(

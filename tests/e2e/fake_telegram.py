@@ -25,6 +25,8 @@ STRING_FIELDS = frozenset(
     {"text", "parse_mode", "action", "caption", "url", "secret_token", "language_code"}
 )
 _TAG = re.compile(r"<[^>]+>")
+OPT_IN_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
+"""Update types Telegram sends only when ``allowed_updates`` names them."""
 
 
 ADMIN_RIGHTS = (
@@ -124,6 +126,7 @@ class FakeTelegram:
         self._chats: dict[int, FakeChat] = {}  # what getChat and getChatMember know
         self._members: dict[tuple[int, int], str] = {}  # (chat id, user id) -> status
         self._updates: list[dict[str, Any]] = []
+        self.allowed_updates: list[str] | None = None  # as the bot's last getUpdates set it
         self.confirmed: list[int] = []  # update ids the bot confirmed: Telegram forgot them
         self._next_update_id = 1
         self._next_message_id: dict[int, int] = {}
@@ -257,6 +260,36 @@ class FakeTelegram:
             }
         )
 
+    def react(
+        self,
+        chat: FakeChat,
+        user: FakeUser | None,
+        message_id: int,
+        new: list[str],
+        old: list[str] | None = None,
+        *,
+        custom: tuple[str, ...] = (),
+        actor_chat: FakeChat | None = None,
+    ) -> int:
+        """Queue a ``message_reaction`` update as Telegram sends it: ``user`` (or, for an
+        anonymous admin, ``actor_chat``) changed their reactions to ``message_id`` from
+        ``old`` to ``new`` (emoji; ``custom`` adds custom emoji ids). Delivered only to a bot
+        whose ``allowed_updates`` names ``message_reaction``."""
+        emoji = [{"type": "emoji", "emoji": e} for e in new]
+        emoji += [{"type": "custom_emoji", "custom_emoji_id": c} for c in custom]
+        change: dict[str, Any] = {
+            "chat": chat.to_dict(),
+            "message_id": message_id,
+            "date": int(time.time()),
+            "old_reaction": [{"type": "emoji", "emoji": e} for e in old or []],
+            "new_reaction": emoji,
+        }
+        if user is not None:
+            change["user"] = user.to_dict()
+        if actor_chat is not None:
+            change["actor_chat"] = actor_chat.to_dict()
+        return self.push({"message_reaction": change})
+
     def push(self, update: dict[str, Any]) -> int:
         """Queue any update (an ``update_id`` is added); returns its id."""
         with self._cond:
@@ -352,6 +385,9 @@ class FakeTelegram:
         limit = int(params.get("limit") or 100)
         deadline = time.monotonic() + float(params.get("timeout") or 0)
         with self._cond:
+            if params.get("allowed_updates") is not None:  # kept until a call changes it
+                self.allowed_updates = list(params["allowed_updates"])
+            self._updates = [u for u in self._updates if self._wanted(u)]
             # Telegram forgets every update below the offset: they are confirmed, and a bot
             # that did not keep them has lost them for good.
             confirmed = [u["update_id"] for u in self._updates if u["update_id"] < offset]
@@ -364,7 +400,16 @@ class FakeTelegram:
                 if left <= 0:
                     break
                 self._cond.wait(left)
+                self._updates = [u for u in self._updates if self._wanted(u)]
             return [dict(u) for u in self._updates[:limit]]
+
+    def _wanted(self, update: dict[str, Any]) -> bool:
+        """Telegram's rule: an empty or absent ``allowed_updates`` means every type but
+        chat_member and the reactions; a listed type is delivered, the rest are dropped."""
+        kind = next(k for k in update if k != "update_id")
+        if not self.allowed_updates:
+            return kind not in OPT_IN_UPDATES
+        return kind in self.allowed_updates
 
     def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = int(params["chat_id"])

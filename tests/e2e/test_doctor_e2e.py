@@ -53,6 +53,8 @@ async def test_doctor_with_privacy_mode_off(tg: FakeTelegram, settings: Settings
     assert chat.startswith("✅") and "'Climbing friends', the bot is member" in chat
     assert rows["model"].startswith("✅") and rows["database"].startswith("✅")
     assert "/setprivacy" not in report
+    assert rows["reactions"].startswith("⚠️ reactions: not received in")  # no admin rights
+    assert "make the bot an administrator" in report
     assert tg.token not in report
     published = {c["command"] for c in tg.calls_to("setMyCommands")[0].params["commands"]}
     assert "doctor" in published

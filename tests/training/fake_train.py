@@ -7,6 +7,9 @@ options and, by mode:
 - ``copy SRC``: writes a copy of model directory SRC to --out (as training would, atomically);
 - ``crash``: prints a traceback-like line and exits with status 3;
 - ``kill``: dies by SIGKILL (as the out-of-memory killer would do);
+- ``inspect REPORT SRC``: writes to REPORT (JSON) the targets training would learn from and
+  validate on (``training.model.tasks.load_chat``, what ``friendbot train`` reads) and the
+  test split's responses, then copies SRC as ``copy`` does;
 - ``slow LOG SECONDS``: appends "pid PID" and "start"/"end" times to LOG around a sleep, then
   exits 1.
 """
@@ -34,6 +37,22 @@ def main() -> None:
     args, _ = parser.parse_known_args()
     if not (args.data / "train.parquet").is_file():
         sys.exit(f"fake_train: {args.data} is not a prepared dataset")
+    if args.mode == "inspect":
+        import json
+
+        import pandas as pd
+
+        from training.model.tasks import load_chat
+
+        task = load_chat(args.data)
+        report = {
+            "train": [e.target for e in task.train],
+            "validation": [e.target for e in task.validation],
+            "test": pd.read_parquet(args.data / "test.parquet")["response"].tolist(),
+            "files": sorted(p.name for p in args.data.iterdir()),
+        }
+        Path(args.extra[0]).write_text(json.dumps(report, ensure_ascii=False), encoding="utf-8")
+        args.mode, args.extra = "copy", args.extra[1:]
     if args.mode == "copy":
         tmp = args.out.with_name(args.out.name + ".tmp")
         shutil.copytree(args.extra[0], tmp)

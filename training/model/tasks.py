@@ -24,6 +24,10 @@ from training.formatting import build_prompt, clean_text
 from training.model.config import TASKS
 
 SPLIT_FILES = {"train": "train.parquet", "validation": "validation.parquet", "test": "test.parquet"}
+FEEDBACK_FILE = "feedback.parquet"
+"""Beside a prepared dataset (written by ``friendbot retrain`` with RETRAIN_USE_FEEDBACK): the
+bot's replies the group judged, with their context. Liked ones join the *train* split only."""
+FEEDBACK_COLUMNS = ("conversation", "response", "sender", "label", "weight")
 CHAT_COLUMNS = ("conversation", "response", "sender")
 T = TypeVar("T")
 HOLDOUT_FRACTION = 0.05  # validation share carved from a task file that has no dev split
@@ -123,11 +127,43 @@ def chat_examples(rows: Sequence[dict[str, str]]) -> list[Example]:
     return examples
 
 
+def liked_feedback_rows(data_dir: Path) -> list[dict[str, str]]:
+    """The liked replies of ``DIR/feedback.parquet`` as chat rows, each repeated ``weight``
+    times (none without the file).
+
+    Repeated rather than weighted in the loss: the training loop, its token-budget batches
+    and its DDP sharding stay exactly as they are, and an example seen twice per epoch pulls
+    as a loss weight of two would.
+    """
+    import pandas as pd
+
+    path = Path(data_dir) / FEEDBACK_FILE
+    if not path.is_file():
+        return []
+    try:
+        frame = pd.read_parquet(path, columns=list(FEEDBACK_COLUMNS))
+    except (ValueError, KeyError, OSError) as exc:
+        raise InputError(f"{path}: not a feedback file ({exc})") from exc
+    rows = []
+    for row in frame.to_dict("records"):
+        if row["label"] != "liked":
+            continue
+        chat_row = {k: "" if row[k] is None else str(row[k]) for k in CHAT_COLUMNS}
+        rows.extend([chat_row] * max(1, int(row["weight"])))
+    return rows
+
+
 def load_chat(data_dir: Path) -> TaskData:
-    """Train and validation examples of a prepared chat dataset."""
-    train_rows = read_chat_split(data_dir, "train")
+    """Train and validation examples of a prepared chat dataset.
+
+    Liked bot replies (``feedback.parquet``, when present) are added to the train split only:
+    the held-out splits stay the sessions the gate has always judged on.
+    """
+    train_rows = read_chat_split(data_dir, "train") + liked_feedback_rows(data_dir)
     val_rows = read_chat_split(data_dir, "validation", required=False)
     files = [split_path(data_dir, "train"), split_path(data_dir, "validation")]
+    if (Path(data_dir) / FEEDBACK_FILE).is_file():
+        files.append(Path(data_dir) / FEEDBACK_FILE)
     return TaskData(
         train=chat_examples(train_rows),
         validation=chat_examples(val_rows),

@@ -7,8 +7,10 @@ The run, top to bottom (``retrain``):
 2. fingerprint the inputs; skip when they match the last run that reached a decision;
 3. check each export; a bad one is left out and named in the run's ``error`` (the others are
    still used; the run fails only when no export is usable);
-4. ``prepare`` into a scratch folder; train the candidate in a child process (a crash or an
-   out-of-memory kill there cannot take this process, or the bot, down);
+4. ``prepare`` into a scratch folder (with RETRAIN_USE_FEEDBACK, the bot replies the group
+   liked beside it: training.retrain.feedback); train the candidate in a child process (a
+   crash or an out-of-memory kill there cannot take this process, or the bot, down), and fit
+   the reply scorer into it;
 5. evaluate the candidate and the served model on the same held-out sessions (the
    candidate's split) and promote only if ``candidate <= current + RETRAIN_TOLERANCE``;
 6. promote atomically (``models/previous`` then ``models/current``), prune old candidates,
@@ -53,6 +55,7 @@ from training.output_dirs import (
 )
 from training.retrain import models_folder
 from training.retrain.children import RunFailed, last_lines, run_child
+from training.retrain.feedback import fit_scorer, write_feedback
 from training.retrain.inputs import (
     check_export,
     find_exports,
@@ -262,6 +265,8 @@ def _steps(run: _Run, force: bool, lock_ok: Callable[[], bool]) -> RunOutcome:
     excluded = _opted_out(run.sessions)
     history = _history_digest(run) if settings.retrain_include_bot_history else None
     options = _fingerprint_options(settings, excluded)
+    if settings.retrain_use_feedback:  # new reactions are new inputs (absent when off, so
+        options["feedback"] = _feedback_digest(run)  # older fingerprints still match)
     history_hash = history[0] if history else None
     quick = fingerprint((h.sha256 for h in hashes.values()), history_hash, options)
     last = _last_decided(run.sessions)
@@ -297,11 +302,15 @@ def _steps(run: _Run, force: bool, lock_ok: Callable[[], bool]) -> RunOutcome:
     # 4. Prepare into scratch space, then train the candidate in a child process.
     data_dir = run.work_dir / "data"
     stats = _prepare(run, [c.path for c in good], newest_per_chat(good), excluded, data_dir)
+    if settings.retrain_use_feedback:
+        stats["feedback"] = _add_feedback(run, data_dir)
     candidate = models_dir / models_folder.candidate_name(run.run_id, datetime.now(UTC))
     run.candidate = candidate
     run.update(candidate_dir=str(candidate), previous_dir=str(served) if served else None)
     base = str(current) if settings.retrain_from == "current" and current else None
     _train(run, data_dir, base or settings.retrain_base_model, candidate)
+    if settings.retrain_use_feedback:
+        run.report(fit_scorer(data_dir, candidate))
 
     # 5. Judge both models on the candidate's held-out sessions.
     split = _eval_split(data_dir, settings.retrain_eval_split)
@@ -387,6 +396,26 @@ def _history_digest(run: _Run) -> tuple[str, int]:
         digest, count = history_digest(session)
     run.report(f"{count} stored human message(s) in the database")
     return digest, count
+
+
+def _feedback_digest(run: _Run) -> str:
+    from storage.feedback import feedback_digest
+
+    with run.sessions() as session:
+        digest, count = feedback_digest(session)
+    run.report(f"{count} bot repl(ies) the group liked or disliked")
+    return digest
+
+
+def _add_feedback(run: _Run, data_dir: Path) -> dict[str, int]:
+    """``feedback.parquet`` beside the prepared data: liked replies train, all fit the scorer."""
+    with run.sessions() as session:
+        counts = write_feedback(session, data_dir)
+    run.report(
+        f"feedback: {counts['liked']} liked repl(ies) -> {counts['extra_examples']} extra "
+        f"training example(s); {counts['disliked']} disliked kept for the reply scorer"
+    )
+    return counts
 
 
 def _fingerprint_options(settings: TrainingSettings, excluded: list[str]) -> dict[str, Any]:
@@ -497,6 +526,7 @@ def _input_stats(stats: dict[str, Any]) -> dict[str, Any]:
         "sessions": stats.get("sessions", {}).get("total"),
         "messages": stats.get("messages_kept"),
         "history_messages": stats.get("extra_messages"),
+        **({"feedback": stats["feedback"]} if "feedback" in stats else {}),
         "exports": [Path(f["path"]).name for f in stats.get("files", [])],
     }
 

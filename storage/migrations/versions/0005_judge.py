@@ -1,6 +1,6 @@
 """guess_rounds and guess_votes: the friends' "real or bot?" rounds (/guess) and their votes
 
-Revision ID: 0005_judge
+Revision ID: 0005
 Revises: 0003
 Create Date: 2026-12-05
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_judge"
+revision: str = "0005"
 down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
