@@ -23,22 +23,24 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 SQLITE_UPGRADE = [
+    # chat_id is indexed too (as the digits of the id), so a search narrows to one chat
+    # inside the index instead of ranking every chat's matches.
     """CREATE VIRTUAL TABLE messages_fts USING fts5(
-        text, sender_name, content='messages', content_rowid='id',
+        text, sender_name, chat_id, content='messages', content_rowid='id',
         tokenize='unicode61 remove_diacritics 2')""",
     """CREATE TRIGGER messages_fts_ai AFTER INSERT ON messages BEGIN
-        INSERT INTO messages_fts(rowid, text, sender_name)
-        VALUES (new.id, new.text, new.sender_name);
+        INSERT INTO messages_fts(rowid, text, sender_name, chat_id)
+        VALUES (new.id, new.text, new.sender_name, new.chat_id);
     END""",
     """CREATE TRIGGER messages_fts_ad AFTER DELETE ON messages BEGIN
-        INSERT INTO messages_fts(messages_fts, rowid, text, sender_name)
-        VALUES ('delete', old.id, old.text, old.sender_name);
+        INSERT INTO messages_fts(messages_fts, rowid, text, sender_name, chat_id)
+        VALUES ('delete', old.id, old.text, old.sender_name, old.chat_id);
     END""",
-    """CREATE TRIGGER messages_fts_au AFTER UPDATE OF text, sender_name ON messages BEGIN
-        INSERT INTO messages_fts(messages_fts, rowid, text, sender_name)
-        VALUES ('delete', old.id, old.text, old.sender_name);
-        INSERT INTO messages_fts(rowid, text, sender_name)
-        VALUES (new.id, new.text, new.sender_name);
+    """CREATE TRIGGER messages_fts_au AFTER UPDATE OF text, sender_name, chat_id ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, text, sender_name, chat_id)
+        VALUES ('delete', old.id, old.text, old.sender_name, old.chat_id);
+        INSERT INTO messages_fts(rowid, text, sender_name, chat_id)
+        VALUES (new.id, new.text, new.sender_name, new.chat_id);
     END""",
     "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",  # the rows already stored
 ]
