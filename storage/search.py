@@ -30,10 +30,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-from storage.models import as_utc
+from storage.models import Message, as_utc
 
 FTS_TABLE = "messages_fts"
 """SQLite: the FTS5 table (its shadow tables are ``messages_fts_*``)."""
@@ -113,7 +113,8 @@ def search_messages(
     bot's memory is the past of its context window); ``exclude_message_ids``: Telegram ids
     never to return (the window itself); ``sender_id``: only that member's messages (a
     friend's own voice). Ties (equal rank) go to the newer message. Only the chat's newest
-    ``CANDIDATES`` matches are ranked (the cost stays flat however big the history grows).
+    ``CANDIDATES`` matches (stored before the first message at ``before``) are ranked, so
+    the cost stays flat however big the history grows.
     """
     words = search_words(terms)
     if not words or limit <= 0:
@@ -145,7 +146,13 @@ def search_messages(
     if sender_id is not None:
         filters.append("AND m.sender_id = :sender_id")
         params["sender_id"] = sender_id
-    statement = text(sql.format(filters="\n".join(filters)))
+    bound = ""
+    if before is not None and (first_after := _first_id_at(session, chat_id, before)):
+        # candidates from before ``before`` (ids grow as messages are stored); the date
+        # filter above stays the rule, this only keeps later matches from using up the budget
+        bound = "AND rowid < :first_after" if dialect == "sqlite" else "AND id < :first_after"
+        params["first_after"] = first_after
+    statement = text(sql.format(filters="\n".join(filters), bound=bound))
     if excluded:
         statement = statement.bindparams(bindparam("excluded", expanding=True))
     rows = session.execute(statement, params).all()
@@ -160,6 +167,17 @@ def search_messages(
         )
         for row in rows
     ]
+
+
+def _first_id_at(session: Session, chat_id: int, when: datetime) -> int | None:
+    """The row id of the chat's first message dated at or after ``when`` (None: none)."""
+    stmt = (
+        select(Message.id)
+        .where(Message.chat_id == chat_id, Message.date >= as_utc(when))
+        .order_by(Message.date, Message.id)
+        .limit(1)
+    )
+    return session.scalar(stmt)
 
 
 def _as_datetime(value: datetime | str) -> datetime:
@@ -178,7 +196,7 @@ _SQLITE_SEARCH = f"""
 SELECT m.message_id, m.sender_id, m.sender_name, m.text, m.date, f.rank
 FROM (
     SELECT rowid AS id, -bm25({FTS_TABLE}, 1.0, 0.5, 0.0) AS rank
-    FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :query
+    FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :query {{bound}}
     ORDER BY rowid DESC LIMIT :candidates
 ) AS f JOIN messages AS m ON m.id = f.id
 WHERE m.chat_id = :chat_id
@@ -195,7 +213,7 @@ SELECT m.message_id, m.sender_id, m.sender_name, m.text, m.date,
 FROM (
     SELECT id, q.query
     FROM messages, to_tsquery('{TEXT_SEARCH_CONFIG}', :query) AS q(query)
-    WHERE {SEARCH_COLUMN} @@ q.query AND chat_id = :chat_id
+    WHERE {SEARCH_COLUMN} @@ q.query AND chat_id = :chat_id {{bound}}
     ORDER BY id DESC LIMIT :candidates
 ) AS f JOIN messages AS m ON m.id = f.id
 WHERE NOT m.from_bot
