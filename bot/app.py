@@ -63,6 +63,7 @@ MENU = [
     BotCommand("paraphrase", "Say it differently: /paraphrase TEXT"),
     BotCommand("joke", "One of us tells a joke: /joke [TOPIC]"),
     BotCommand("as", "I answer as a friend: /as NAME [text]"),
+    BotCommand("recall", "What we said about it: /recall TOPIC"),
     BotCommand("optout", "Never store or imitate my messages"),
     BotCommand("optin", "Undo /optout"),
     BotCommand("stats", "Admins: what is stored here"),
@@ -137,6 +138,7 @@ def add_handlers(application: Application, settings: Settings) -> None:
         ("paraphrase", handlers.paraphrase, False),  # block=False: generation runs as a task
         ("joke", handlers.joke, False),
         ("as", handlers.as_command, False),
+        ("recall", handlers.recall, False),
         ("optout", handlers.optout, True),
         ("optin", handlers.optin, True),
         ("reload", handlers.reload, False),

@@ -43,6 +43,7 @@ HELP = "\n".join(  # Telegram shows every newline: one line per thought
         "/joke [TOPIC]: one of us tells a joke",
         "/as NAME [text]: I answer as NAME",
         "/guess: real or bot? guess whether a friend's line is theirs or mine; /guessstats",
+        "/recall TOPIC: what did we say about it, and when",
         "/optout: never store or imitate your messages (deletes what is stored)",
         "/optin: undo /optout",
         "/help: this message",
@@ -105,12 +106,13 @@ async def post(
     reply: Reply,
     reply_to: int | None,
     thread_id: int | None = None,
+    footer_html: str = "",
 ) -> Message:
     """Send ``<b>Friend</b>: text`` (in the forum topic it belongs to) and store it as the
-    bot's own message."""
+    bot's own message; ``footer_html`` is shown under it but not stored as what they said."""
     sent = await context.bot.send_message(
         chat_id,
-        reply.html(),
+        reply.html() + footer_html,
         parse_mode=ParseMode.HTML,
         message_thread_id=thread_id,
         reply_parameters=(
@@ -179,6 +181,26 @@ async def as_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     reply = await _generate(context, msg, service.reply_as(msg.chat_id, args, sender_name(msg)))
     if reply is not None:
         await post(context, msg.chat_id, reply, msg.message_id)
+
+
+async def recall(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """What the chat said about TOPIC, with dates, and a friend's answer about it."""
+    msg = update.effective_message
+    service = service_of(context)
+    topic = " ".join(context.args or [])
+    found = await _generate(context, msg, service.recall(msg.chat_id, topic, sender_name(msg)))
+    if found is None:
+        return
+    if not found.found:
+        await msg.reply_text(f"I don't remember anything about {found.topic}.")
+        return
+    listing = "\n".join(html.escape(line) for line in found.found_lines())
+    if found.reply is None:
+        await msg.reply_html(f"<i>I remember:</i>\n{listing}")
+        return
+    await post(
+        context, msg.chat_id, found.reply, msg.message_id, None, f"\n\n<i>found:</i>\n{listing}"
+    )
 
 
 async def _generate(

@@ -36,6 +36,7 @@ HELP = """Type to talk as yourself, or `Name: text` to talk as a friend.
 /paraphrase TEXT   say it differently
 /joke [TOPIC]      one of the friends tells a joke
 /as NAME [text]    answer as NAME
+/recall TOPIC      what was said about it, and when
 /optout, /optin    stop / resume storing and imitating you
 /stats, /forget    what is stored here / delete it
 /mute, /unmute     stop / resume replies (lines are still stored)
@@ -120,6 +121,12 @@ class LocalChat:
             self._post(await service.joke(self.chat_id, text, self.you), show)
         elif name == "as":
             self._post(await service.reply_as(self.chat_id, args, self.you), show)
+        elif name == "recall":
+            found = await service.recall(self.chat_id, text, self.you)
+            if found.reply is not None:
+                self._post(found.reply, show)
+            lines = found.found_lines()
+            show(None, "found:\n" + "\n".join(lines) if lines else f"Nothing about {found.topic}.")
         elif name == "optout":
             deleted = await service.opt_out(LOCAL_USER_ID, self.you, None)
             show(None, f"You opted out; {deleted} stored messages deleted.")

@@ -232,9 +232,18 @@ def joke_prompt(
     return build_prompt([*context, format_turn(asker, f"tell us {request}")], persona=teller)
 
 
-def as_prompt(context: Sequence[str], persona: str, asker: str, text: str) -> str:
-    """The chat so far (plus the asker's text, if any), answered as ``persona``."""
+def as_prompt(
+    context: Sequence[str],
+    persona: str,
+    asker: str,
+    text: str,
+    *,
+    memory: Sequence[str] = (),
+    voice: Sequence[str] = (),
+) -> str:
+    """The chat so far (plus the asker's text, if any), answered as ``persona``; with the
+    memory and voice lines of a model trained with long memory (bot.memory)."""
     lines = list(context)
     if text:
         lines.append(format_turn(asker, text))
-    return build_prompt(lines, persona=persona)
+    return build_prompt(lines, persona=persona, memory=memory, voice=voice)

@@ -21,6 +21,16 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.best_of import Scorer, best_of, score_candidate
+from bot.memory import (
+    RECALL_USAGE,
+    Memory,
+    Recollection,
+    Window,
+    memory_spec,
+    recall,
+    recall_prompt,
+    recall_teller,
+)
 from bot.policy import Decision, Incoming, ReplyPolicy
 from bot.replies import (
     SHRUG,
@@ -46,6 +56,7 @@ from training.model.decoding import DecodeOptions
 if TYPE_CHECKING:
     from bot.engine import ReplyEngine
     from bot.settings import Settings
+    from storage.search import FoundMessage
     from storage.writer import MessageRecord
 
 log = logging.getLogger(__name__)
@@ -279,11 +290,11 @@ class FriendBot:
         """The model continues the chat as the friend it picks (asking again with a persona
         when it picks nobody usable). None when there is no one to speak as, or when an
         unprompted reply came out empty; asked directly, a friend who has no words shrugs."""
-        context, friends, mark = await asyncio.to_thread(self._read_context_marked, chat_id)
+        context, friends, memory, mark = await self._remember(chat_id)
         chat = self.models.current.chat
         origin = self._origin("chat", mark)
         k = self.settings.reply_candidates
-        candidates = await self._best_of(chat, build_prompt(context), k, context)
+        candidates = await self._best_of(chat, memory.prompt(context), k, context)
         reply = choose_reply(candidates, friends, avoid=[asker] if asker else [])
         if reply is not None:
             return replace(reply, origin=origin)
@@ -291,7 +302,8 @@ class FriendBot:
         if persona is None:
             log.info("chat %s: no friend to speak as yet", chat_id)
             return None
-        candidates = await self._best_of(chat, build_prompt(context, persona), k, context, persona)
+        prompt = memory.prompt(context, persona, await memory.voice(persona))
+        candidates = await self._best_of(chat, prompt, k, context, persona)
         reply = persona_reply(candidates, persona)
         if reply is None and prompted:
             reply = Reply(persona, SHRUG)
@@ -312,14 +324,16 @@ class FriendBot:
 
     async def reply_as(self, chat_id: int, args: Sequence[str], asker: str) -> Reply:
         """``/as NAME [text]``: the chat (plus ``text``, said by the asker) answered as NAME."""
-        context, friends, mark = await asyncio.to_thread(self._read_context_marked, chat_id)
+        context, friends, memory, mark = await self._remember(chat_id)
         name, text = split_as_args(args, friends)
         if friends.is_blocked(name):
             raise UsageError(f"{name} opted out, so I never speak as them.")
         if text:
             text = limit_input(text, self.settings.max_input_chars, "Usage: /as NAME [text]")
         persona = friends.find(name) or name
-        prompt = as_prompt(context, persona, asker, text)
+        prompt = as_prompt(
+            context, persona, asker, text, memory=memory.lines, voice=await memory.voice(persona)
+        )
         chat, k = self.models.current.chat, self.settings.reply_candidates
         candidates = await self._best_of(chat, prompt, k, context, persona)
         reply = persona_reply(candidates, persona) or Reply(persona, SHRUG)
@@ -347,12 +361,37 @@ class FriendBot:
         candidates = await self._generate(task.engine, prompt, CANDIDATES)
         return persona_reply(candidates, teller) or Reply(teller, SHRUG)
 
+    async def recall(self, chat_id: int, topic: str, asker: str) -> Recollection:
+        """``/recall TOPIC``: what the chat said about it (any model) and a friend's answer
+        about it, in character (the found messages in its prompt only for a model trained
+        with memory). Nothing found: an empty Recollection, and no generation."""
+        topic = limit_input(topic, self.settings.max_input_chars, RECALL_USAGE)
+
+        def search() -> list[FoundMessage]:
+            self._flush()
+            with self.sessions.begin() as session:
+                return recall(session, chat_id, topic)
+
+        found = await asyncio.to_thread(search)
+        if not found:
+            return Recollection(topic, [])
+        context, friends, memory, _ = await self._remember(chat_id)
+        persona = recall_teller(found, friends, asker) or friends.pick(self.rng, avoid=[asker])
+        if persona is None:
+            return Recollection(topic, found)
+        given = (
+            sorted(found, key=lambda m: -m.rank)[: memory.spec.memory_lines] if memory.on else []
+        )
+        prompt = recall_prompt(context, asker, topic, persona, given, await memory.voice(persona))
+        chat, k = self.models.current.chat, self.settings.reply_candidates
+        candidates = await self._best_of(chat, prompt, k, context, persona)
+        return Recollection(
+            topic, found, persona_reply(candidates, persona) or Reply(persona, SHRUG)
+        )
+
     async def context(self, chat_id: int) -> tuple[list[str], Friends]:
         """The chat's recent lines (as in training) and the friends the bot may speak as."""
-        return await asyncio.to_thread(self._read_context, chat_id)
-
-    def _read_context(self, chat_id: int) -> tuple[list[str], Friends]:
-        lines, friends, _ = self._read_context_marked(chat_id)
+        lines, friends, _, _ = await asyncio.to_thread(self._read_context, chat_id, False)
         return lines, friends
 
     def _origin(self, kind: str, mark: tuple[int | None, int]) -> ReplyOrigin:
@@ -360,11 +399,19 @@ class FriendBot:
         model = getattr(self.models.current.chat, "model_dir", None)
         return ReplyOrigin(kind, mark[0], mark[1], str(model) if model is not None else None)
 
-    def _read_context_marked(
+    async def _remember(
         self, chat_id: int
-    ) -> tuple[list[str], Friends, tuple[int | None, int]]:
-        """:meth:`_read_context`, plus (newest context message id, messages read): what a
-        reply answered, recorded with it so feedback can rebuild its training example."""
+    ) -> tuple[list[str], Friends, Memory, tuple[int | None, int]]:
+        """As :meth:`context`, plus the long memory of that very window (bot.memory) when the
+        served model was trained with it, and the mark of what a reply answers."""
+        return await asyncio.to_thread(self._read_context, chat_id, True)
+
+    def _read_context(
+        self, chat_id: int, remember: bool
+    ) -> tuple[list[str], Friends, Memory, tuple[int | None, int]]:
+        """The context lines, the friends, the memory (when ``remember``) and the mark
+        (newest context message id, messages read): what a reply answered, recorded with it
+        so feedback can rebuild its training example."""
         from storage.history import bot_member_ids, recent_messages
 
         self._flush()  # the message being answered may still be in the writer's queue
@@ -372,9 +419,9 @@ class FriendBot:
         with self.sessions.begin() as session:
             recent = recent_messages(session, chat_id, window)
             bots = bot_member_ids(session)
-        shown = recent[-self.settings.history_size :]
-        lines = context_lines(shown)
-        mark = (shown[-1].message_id if shown else None, len(shown))
+        window = recent[-self.settings.history_size :]
+        lines = context_lines(window)
+        mark = (window[-1].message_id if window else None, len(window))
         # people only: no other bots, no chat posting as itself (a negative sender id)
         names = [
             m.sender_name
@@ -385,7 +432,11 @@ class FriendBot:
         if self.models.loaded:
             names += [str(n) for n in self.models.current.chat.info.get("speakers") or []]
         blocked = [name for names_ in self._opted_out.values() for name in names_]
-        return lines, Friends.build(names, blocked), mark
+        memory = Memory.off()
+        if remember and self.settings.long_memory and self.models.loaded:
+            spec = memory_spec(self.models.current.chat.info)
+            memory = Memory.read(self.sessions, spec, Window.of(chat_id, window, recent))
+        return lines, Friends.build(names, blocked), memory, mark
 
     async def _best_of(
         self,

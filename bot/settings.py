@@ -116,6 +116,11 @@ class HistorySection(BaseModel):
     history_keep_per_chat: int | None = Field(
         None, ge=1, description="Keep at most this many stored messages per chat (unset: all)."
     )
+    long_memory: bool = Field(
+        True,
+        description="Put older messages found by search into the prompt when the model was "
+        "trained with memory (friendbot.json); false turns it off. /recall works either way.",
+    )
 
 
 class ReplySection(BaseModel):

@@ -13,6 +13,7 @@ from alembic.autogenerate.api import AutogenContext
 
 from storage.db import database_url, make_engine
 from storage.models import Base, UtcDateTime
+from storage.search import is_search_schema
 
 config = context.config
 target_metadata = Base.metadata
@@ -33,6 +34,7 @@ def run_migrations(connection: Any) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
         render_item=render_item,
         compare_type=True,
+        include_name=is_search_schema,  # the full-text index is made by hand (0004_search)
     )
     with context.begin_transaction():
         context.run_migrations()

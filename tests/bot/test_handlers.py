@@ -112,7 +112,7 @@ def test_every_command_is_wired_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert application.bot_data[SERVICE_KEY].settings.allowed_chat_ids == {GROUP.id}
     core = application.handlers[0]
     commands = [c for h in core if isinstance(h, CommandHandler) for c in h.commands]
-    expected = {"start", "help", "paraphrase", "joke", "as", "optout", "optin"}
+    expected = {"start", "help", "paraphrase", "joke", "as", "recall", "optout", "optin"}
     expected |= {"reload", "stats", "forget", "mute", "unmute", "doctor"}
     assert sorted(commands) == sorted(expected)
     assert {c.command for c in MENU} <= set(commands)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +171,13 @@ def test_invalid_utf8_on_stdin_is_read_as_replacement_characters(
         (r["sender_name"], r["text"]) for r in json.loads(history.output) if not r["from_bot"]
     ]
     assert humans == [("Bob", "caf\ufffd ok"), ("Tester", "hi")]
+
+
+async def test_recall_in_the_terminal(service: FriendBot) -> None:
+    shown = await converse(
+        service, ["Bob: the Prague trip was great", "/recall prague", "/recall skiing"]
+    )
+    notes = [text for who, text in shown if who is None]
+    found = next(text for text in notes if text.startswith("found:"))
+    assert re.fullmatch(r"found:\n\d{4}-\d\d-\d\d Bob: the Prague trip was great", found)
+    assert "Nothing about skiing." in notes
