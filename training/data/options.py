@@ -54,6 +54,11 @@ class PrepareOptions:
     workers: int = option(
         0, help="Processes decoding a large export; 0: one per idle core (max 4)."
     )
+    memory: bool = option(
+        False,
+        help="Give each pair the few older messages most relevant to it and a few of its "
+        "speaker's own (memory: / voice: lines), from earlier training sessions only.",
+    )
     progress: bool = option(False, help="Draw a progress bar for large inputs.", cli=False)
     allow_single_speaker: bool = option(
         False,

@@ -8,7 +8,8 @@ The steps, top to bottom in :func:`prepare`:
 3. cut sessions at gaps of ``session_gap`` minutes, optionally merge bursts into turns; refuse
    fewer than two people to imitate (``training.data.speakers``);
 4. give each session a split (seeded hash, stable when more data arrives);
-5. build pairs a window of turns at a time (a person's turns only as responses) and hand each
+5. with ``--memory``, find what each pair remembers of earlier sessions (``training.data.memory``);
+   build pairs a window of turns at a time (a person's turns only as responses) and hand each
    window to a writer thread that appends row groups to the three parquet files;
 6. write ``stats.json`` and move the finished directory into place.
 
@@ -44,6 +45,7 @@ from training.data.export import (
     list_chats,
     read_export,
 )
+from training.data.memory import PairMemory, build_memory, schema_with_memory
 from training.data.messages import ChatMessage
 from training.data.normalize import SCHEMA, Rules, SkippedIds, from_chat_messages, member_keys
 from training.data.options import PrepareOptions
@@ -84,6 +86,7 @@ class PrepareStats:
     warnings: list[str] = field(default_factory=list)  # read anyway, but worth a word
     seconds: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] | None = None  # ``--memory``: how many lines, from where
 
     @property
     def total_pairs(self) -> int:
@@ -115,8 +118,15 @@ def prepare(
     persons = _check_speakers(turns, exports, stats, options)
     session_index, split_of_turn = _splits(turns, starts, options, stats)
     lo, eligible = _eligible(turns, starts, persons, exports, options, stats)
+    memory = None
+    if options.memory:
+        is_train = split_of_turn == SPLITS.index("train")
+        memory = build_memory(turns, starts, lo, eligible, is_train)
+        stats.memory = memory.spec()
     with staged(out_dir, DATASET_KIND) as tmp:
-        counts = _write_pairs(tmp, turns, lo, eligible, session_index, split_of_turn, options)
+        counts = _write_pairs(
+            tmp, turns, lo, eligible, session_index, split_of_turn, options, memory
+        )
         stats.pairs = {name: counts[0][i] for i, name in enumerate(SPLITS)}
         stats.pairs_per_speaker = dict(counts[1].most_common())
         stats.seconds = round(time.perf_counter() - started, 3)
@@ -332,6 +342,7 @@ def _write_pairs(
     session_index: np.ndarray,
     split_of_turn: np.ndarray,
     options: PrepareOptions,
+    memory: PairMemory | None = None,
 ) -> tuple[list[int], Counter[str]]:
     """Build pairs window by window; a writer thread appends them to the split files.
 
@@ -347,7 +358,7 @@ def _write_pairs(
     writers = [
         pq.ParquetWriter(
             out / f"{name}.parquet",
-            PAIR_SCHEMA,
+            schema_with_memory(PAIR_SCHEMA) if memory else PAIR_SCHEMA,
             compression="snappy",  # zstd is 40% smaller but 1.6x slower to write
             use_dictionary=["sender", "sender_id"],
             write_statistics=["chat_id", "session_id", "message_id", "date"],
@@ -379,6 +390,8 @@ def _write_pairs(
                                 picked - start,
                                 session_index[picked],
                             )
+                            if memory:
+                                pairs = memory.attach(pairs, picked)
                             parts.append((writers[s], pairs))
                     per_speaker += np.bincount(codes[rows], minlength=len(names))
                     if waiting is not None:

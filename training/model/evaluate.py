@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.errors import InputError, first_line
-from training.formatting import build_prompt, parse_turn
+from training.formatting import parse_turn
 from training.model.decoding import BOT_DECODING, GREEDY_DECODING, DecodeOptions, hf_generate_kwargs
 from training.model.imitation import (
     echoes,
@@ -159,12 +159,20 @@ def model_loss(
     return float(total.item() / max(count.item(), 1.0))
 
 
+def rows_for_model(info: ModelInfo, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` as the model reads them: their memory lines only if it was trained with memory
+    (friendbot.json ``memory``), as the bot does; a model never saw lines it was not taught."""
+    from training.model.tasks import without_memory
+
+    return rows if info.fields.get("memory") else without_memory(rows)
+
+
 def evaluate_loss(model_dir: Path, data_dir: Path, split: str) -> float:
     """Mean per-token loss of a model on a dataset split (the retraining gate's measure)."""
     from training.model.tasks import read_chat_split
 
     model, info = load_model(model_dir)
-    rows = read_chat_split(data_dir, split)
+    rows = rows_for_model(info, read_chat_split(data_dir, split))
     return model_loss(model, info.tokenizer, rows, info.max_source_length, info.max_target_length)
 
 
@@ -319,7 +327,7 @@ def evaluate(
     Everything is written to a temporary directory first and renamed to ``out_dir`` (default
     ``MODEL_DIR/eval-SPLIT``), so a report on disk is always complete.
     """
-    from training.model.tasks import read_chat_split
+    from training.model.tasks import chat_prompt, read_chat_split
     from training.progress import progress as progress_bar
 
     model_dir, data_dir = Path(model_dir), Path(data_dir)
@@ -333,6 +341,7 @@ def evaluate(
         rows = rows[:limit]
     train_rows = read_chat_split(data_dir, "train")
     model, info = load_model(model_dir)
+    rows, train_rows = rows_for_model(info, rows), rows_for_model(info, train_rows)
     tokenizer = info.tokenizer
     max_source, max_target = info.max_source_length, info.max_target_length
 
@@ -359,7 +368,7 @@ def evaluate(
     }
     samples: list[dict[str, str]] = []
     if do_generate:
-        prompts = [build_prompt(lines) for lines in contexts]
+        prompts = [chat_prompt(row) for row in rows]
         free = replace(GREEDY_DECODING, max_new_tokens=max_target)
         bar = progress_bar(len(prompts), "generating", enabled=progress)
         try:

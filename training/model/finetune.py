@@ -348,7 +348,12 @@ def _save_model(
 
 
 def _info(config: TrainConfig, run: _Run, data: TaskData, state: TrainState) -> dict[str, Any]:
-    """friendbot.json's record: how to serve the model, and how it was made."""
+    """friendbot.json's record: how to serve the model, and how it was made.
+
+    ``memory`` (only for a model trained on a ``prepare --memory`` dataset) tells the bot to
+    put that many memory and voice lines into its prompts, as training did.
+    """
+    memory = {"memory": data.memory} if config.task == "chat" and data.memory else {}
     return {
         "base_model": config.base_model,
         "task": config.task,
@@ -384,6 +389,7 @@ def _info(config: TrainConfig, run: _Run, data: TaskData, state: TrainState) -> 
         "device": str(run.accelerator.device.type),
         "package_version": _package_version(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **memory,
     }
 
 

@@ -27,8 +27,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from training.formatting import build_prompt, clean_text, parse_turn
+from training.formatting import clean_text, parse_turn
 from training.model.decoding import DecodeOptions
+from training.model.tasks import chat_prompt
 
 TOP_SPEAKERS = 8
 MIN_TRAIN_MESSAGES = 20
@@ -204,7 +205,8 @@ class PersonaCase:
 
     @property
     def prompt(self) -> str:
-        return build_prompt(self.context, persona=self.persona)
+        """``reply as SENDER:`` after the context, with the row's memory and voice lines."""
+        return chat_prompt(self.row, persona=self.persona)
 
 
 def sender_of(row: Row) -> str:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,6 +30,8 @@ FEEDBACK_FILE = "feedback.parquet"
 bot's replies the group judged, with their context. Liked ones join the *train* split only."""
 FEEDBACK_COLUMNS = ("conversation", "response", "sender", "label", "weight")
 CHAT_COLUMNS = ("conversation", "response", "sender")
+MEMORY_COLUMNS = ("memory", "voice")  # list columns of a `prepare --memory` dataset
+STATS_FILE = "stats.json"
 T = TypeVar("T")
 HOLDOUT_FRACTION = 0.05  # validation share carved from a task file that has no dev split
 
@@ -57,6 +60,7 @@ class TaskData:
     validation: list[Example]
     fingerprint: str
     files: list[Path]
+    memory: dict[str, int] | None = None  # a chat dataset with memory: lines per prompt
 
 
 def paraphrase_prompt(text: str) -> str:
@@ -97,34 +101,68 @@ def split_path(data_dir: Path, split: str) -> Path:
     return path
 
 
-def read_chat_split(data_dir: Path, split: str, *, required: bool = True) -> list[dict[str, str]]:
-    """Rows of one split as dicts with conversation, response and sender (strings)."""
+def read_chat_split(data_dir: Path, split: str, *, required: bool = True) -> list[dict[str, Any]]:
+    """Rows of one split as dicts with conversation, response and sender (strings), and, in a
+    ``prepare --memory`` dataset, memory and voice (lists of ready ``memory:`` / ``voice:``
+    lines)."""
     import pandas as pd
+    import pyarrow.parquet as pq
 
     path = split_path(data_dir, split)
     try:
-        frame = pd.read_parquet(path, columns=list(CHAT_COLUMNS))
+        present = set(pq.read_schema(path).names)
+        extra = [c for c in MEMORY_COLUMNS if c in present]
+        frame = pd.read_parquet(path, columns=[*CHAT_COLUMNS, *extra])
     except (ValueError, KeyError, OSError) as exc:
         raise InputError(f"{path}: not a chat dataset ({exc})") from exc
     if required and frame.empty:
         raise InputError(f"{path}: no examples in the {split} split")
-    frame = frame.fillna("").astype(str)
+    frame[list(CHAT_COLUMNS)] = frame[list(CHAT_COLUMNS)].fillna("").astype(str)
+    for column in extra:
+        frame[column] = [[] if v is None else [str(x) for x in v] for v in frame[column]]
     return frame.to_dict("records")
 
 
-def chat_examples(rows: Sequence[dict[str, str]]) -> list[Example]:
+def without_memory(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` without memory and voice lines: for a model that was not trained with them."""
+    return [{k: v for k, v in row.items() if k not in MEMORY_COLUMNS} for row in rows]
+
+
+def chat_prompt(row: Mapping[str, Any], persona: str | None = None) -> str:
+    """The model input of a dataset row: its memory lines (and, asked for a persona, the
+    responder's voice lines) before its conversation.
+
+    Voice lines go only into persona prompts: they are the *responder's* own messages, so in a
+    free prompt they would tell the model who speaks next, the thing it has to guess there.
+    """
+    context = [line for line in str(row["conversation"]).split("\n") if line]
+    memory = row.get("memory") or ()
+    voice = (row.get("voice") or ()) if persona else ()
+    return build_prompt(context, persona, memory=memory, voice=voice)
+
+
+def chat_examples(rows: Sequence[Mapping[str, Any]]) -> list[Example]:
     """Chat pairs: the free prompt (the model picks the speaker) and the persona-hinted one."""
-    examples = []
-    for row in rows:
-        context = [line for line in row["conversation"].split("\n") if line]
-        examples.append(
-            Example(
-                source=build_prompt(context),
-                target=row["response"],
-                alt=build_prompt(context, persona=row["sender"]) if row["sender"] else None,
-            )
+    return [
+        Example(
+            source=chat_prompt(row),
+            target=row["response"],
+            alt=chat_prompt(row, persona=row["sender"]) if row["sender"] else None,
         )
-    return examples
+        for row in rows
+    ]
+
+
+def dataset_memory(data_dir: Path) -> dict[str, int] | None:
+    """``{"memory_lines": N, "voice_lines": M}`` when ``prepare --memory`` made the dataset."""
+    try:
+        stats = json.loads((Path(data_dir) / STATS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    memory = stats.get("memory") if isinstance(stats, dict) else None
+    if not isinstance(memory, dict):
+        return None
+    return {key: int(memory.get(key, 0)) for key in ("memory_lines", "voice_lines")}
 
 
 def liked_feedback_rows(data_dir: Path) -> list[dict[str, str]]:
@@ -169,6 +207,7 @@ def load_chat(data_dir: Path) -> TaskData:
         validation=chat_examples(val_rows),
         fingerprint=fingerprint_files(files),
         files=files,
+        memory=dataset_memory(data_dir),
     )
 
 
