@@ -101,9 +101,9 @@ def test_a_held_out_session_that_would_match_best_is_not_used(with_memory: Path)
             assert len(memory) == 0  # nothing earlier
             continue
         fact = f"fact {word(asked(k))} mark{asked(k)}"
-        if split[asked(k)] == "train":  # the one earlier message with the word comes first
-            assert memory[0].endswith(f"Ann: {fact}"), (response, list(memory))
-            assert memory[0].startswith("memory: 2023-")
+        if split[asked(k)] == "train":  # the best match comes last (least relevant first)
+            assert memory[-1].endswith(f"Ann: {fact}"), (response, list(memory))
+            assert memory[-1].startswith("memory: 2023-")
             found += 1
         else:  # that message is the only (so best) match, but it is held out
             assert not any(word(asked(k)) in line for line in memory), (response, list(memory))

@@ -107,10 +107,13 @@ class PairMemory:
         }
 
     def _lists(self, picked: np.ndarray, text: pa.Array) -> pa.Array:
+        # least relevant first, as the bot gives them (bot/memory.py): a short source length
+        # drops the oldest lines first, so the weakest memory goes before the best
+        picked = picked[:, ::-1]
         valid = picked >= 0
         offsets = np.zeros(len(picked) + 1, dtype=np.int32)
         np.cumsum(valid.sum(axis=1), out=offsets[1:])
-        where = np.searchsorted(self.referenced, picked[valid])  # row-major: best first
+        where = np.searchsorted(self.referenced, picked[valid])  # row-major: weakest first
         values = text.take(pa.array(where, type=pa.int64())) if where.size else text.slice(0, 0)
         return pa.ListArray.from_arrays(pa.array(offsets), values)
 
