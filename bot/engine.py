@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BACKENDS = ("auto", "hf", "ct2")
+WARM_UP_SOURCE_TOKENS = 64
+WARM_UP_NEW_TOKENS = 4
 
 
 class _Backend(Protocol):
@@ -316,10 +318,32 @@ class _CT2Backend:
             self.compute_type = "int8_float16" if int8 else "float16"
         else:
             self.compute_type = "default"
-        self.threads = threads or _available_cores()
+        self.threads = threads or _default_ct2_threads()
         self.translator = self._new_translator()
         self.tokenizer = tokenizer
         self.vocab_size = _ct2_vocab_size(ct2_dir, default=len(tokenizer))
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One small sampled translation at load, so the first chat reply is not the slow one.
+
+        CTranslate2's first call grows its memory caches and touches every weight page: about
+        10% on top of a flan-t5-small reply, measured on the 2-core machine. Doing it here
+        moves that cost to loading (start-up, /reload), where nobody waits for an answer.
+        """
+        pad = self.tokenizer.pad_token or self.tokenizer.convert_ids_to_tokens(0)
+        source = [pad] * WARM_UP_SOURCE_TOKENS
+        self.translator.translate_batch(
+            [source],
+            beam_size=1,
+            num_hypotheses=2,
+            sampling_topk=2,
+            max_decoding_length=WARM_UP_NEW_TOKENS,
+            max_input_length=0,
+            return_scores=True,
+            no_repeat_ngram_size=NO_REPEAT_NGRAM_SIZE,
+            repetition_penalty=REPETITION_PENALTY,
+        )
 
     def _new_translator(self) -> Any:
         try:
@@ -359,12 +383,19 @@ class _CT2Backend:
         }
         n = opts.num_return_sequences
         translator = self.translator
-        if opts.sample:
-            # Sampling draws n independent replies: repeat each source n times (one batch).
+        if opts.sample and min(opts.top_k, self.vocab_size) == 1 and n > 1:
+            # top-k 1 is greedy: CTranslate2 refuses several hypotheses from one greedy search,
+            # so the n (identical) replies come from n copies of the source.
             tokens = [t for t in tokens for _ in range(n)]
+            common.update(beam_size=1, num_hypotheses=1, sampling_topk=1)
+        elif opts.sample:
+            # Sampling draws n independent replies. num_hypotheses with beam_size=1 encodes each
+            # source once and decodes its n copies as one batch (the encoder's state is repeated
+            # after encoding), where repeating the source would run the encoder n times.
+            # CTranslate2 returns them best score first; they are independent draws all the same.
             common.update(
                 beam_size=1,
-                num_hypotheses=1,
+                num_hypotheses=n,
                 sampling_topk=min(opts.top_k, self.vocab_size),  # 0: whole vocabulary
                 sampling_topp=opts.top_p,
                 sampling_temperature=opts.temperature,
@@ -426,6 +457,19 @@ def _cut_at(ids: list[int], eos_id: int | None) -> list[int]:
 def _group(rows: list[T], n: int) -> list[list[T]]:
     """Consecutive runs of ``n`` rows: the outputs of one prompt."""
     return [rows[i : i + n] for i in range(0, len(rows), n)]
+
+
+def _default_ct2_threads() -> int:
+    """CTranslate2's threads when INFERENCE_THREADS is unset: every core but one, at least one.
+
+    A CTranslate2 step splits each matrix product across its threads and waits for all of them
+    at a barrier, so one thread that another process (or the bot's own event loop, database
+    writer, a retraining) holds up stalls the step. Measured on the 2-core machine with other
+    work running (BENCHMARKS.md, "Reply latency"), one thread answered faster than two at
+    every load seen (load average 2 to 15); two threads only help on an otherwise idle machine
+    (set INFERENCE_THREADS=2 there).
+    """
+    return max(1, _available_cores() - 1)
 
 
 def _available_cores() -> int:

@@ -149,7 +149,9 @@ class GenerationSection(BaseModel):
         "auto", description="auto: CTranslate2 when MODEL_DIR/ct2 exists, else HF generate."
     )
     inference_threads: int | None = Field(
-        None, ge=1, description="CPU threads per generation (unset: all cores)."
+        None,
+        ge=1,
+        description="CPU threads per generation (unset: CT2 all cores but one, HF all cores).",
     )
     generation_timeout: float = Field(
         30.0, gt=0, description="Seconds a reply may take (queueing included) before it is dropped."
