@@ -151,7 +151,8 @@ def dataset_ref(
     Stored in ``excerpt_ids`` in place of message ids (no migration: the column is JSON, and a
     list still means stored messages). A pointer, not the texts: the round keeps no copy of
     anyone's words. ``speakers`` (the names in the excerpt; the judged line's is the round's
-    ``friend``) let ``/optout`` find the rounds that showed a member's lines; ``fingerprint`` names the dataset version the row number refers to.
+    ``friend``) let ``/optout`` find the rounds that showed a member's lines; ``fingerprint``
+    names the dataset version the row number refers to.
     """
     return {
         "dataset": file,

@@ -160,8 +160,9 @@ def add_history(service: FriendBot, days_ago: float, first_id: int) -> None:
         for i in range(6):
             sender_id, name = ((1, "Ann"), (2, "Ben"))[i % 2]
             add_message(
-                session, chat_id=CHAT, message_id=first_id + i, sender_id=sender_id, sender_name=name,
-                text=f"stored line {i}", date=now - timedelta(days=days_ago, minutes=10 - i),
+                session, chat_id=CHAT, message_id=first_id + i, sender_id=sender_id,
+                sender_name=name, text=f"stored line {i}",
+                date=now - timedelta(days=days_ago, minutes=10 - i),
             )  # fmt: skip
 
 
@@ -209,7 +210,7 @@ async def test_the_training_data_plays_only_when_history_has_no_excerpt(
 async def test_without_either_the_refusal_says_why(tmp_path: Path) -> None:
     bot = start_bot(tmp_path, {"dataset": {"path": str(tmp_path / "gone"), "fingerprint": "x"}})
     try:
-        with pytest.raises(Refused, match="Not enough history.*not there any more"):
+        with pytest.raises(Refused, match=r"Not enough history.*not there any more"):
             await GuessGame(bot).start(CHAT)
         with pytest.raises(Refused, match="no excerpt of this chat"):
             bot.models.current.chat.info["dataset"] = trained_on(
