@@ -10,8 +10,10 @@ model a *fool rate* (bot lines voted real) beside the rate at which real lines a
 
 What may appear in a round: only messages of the chat asking, never the bot's own posts or
 other bots', never an opted-out member's, and nothing newer than GUESS_MIN_AGE days (no
-spoilers of a live conversation). A round is stored before it is posted, so a restarted bot
-still reveals it when its time is up.
+spoilers of a live conversation). When the stored history has no such excerpt (a new bot, a
+fresh ``friendbot chat``), the round comes from the training data instead: a held-out row of
+the served model's test split, under the same rules (bot.guess_dataset). A round is stored
+before it is posted, so a restarted bot still reveals it when its time is up.
 
 :class:`GuessGame` is the game without Telegram (the terminal chat plays it too); the
 Telegram side (:func:`install`) is the command, the keyboard's callback queries and the
@@ -29,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
 from telegram.constants import ParseMode
@@ -42,6 +44,13 @@ from telegram.ext import (
     filters,
 )
 
+from bot.guess_dataset import (
+    HeldOutExcerpt,
+    HeldOutSplit,
+    Unavailable,
+    load_held_out,
+    pick_held_out,
+)
 from bot.handlers import COMMANDS_KEY, SERVICE_KEY
 from bot.replies import UsageError, format_reply_html
 from bot.responder import GenerationTimeout
@@ -58,6 +67,7 @@ EXCERPT_LINES = 4  # context lines shown before the line to judge
 MIN_CONTEXT = 2  # fewer than this is no conversation to judge a line against
 SESSION_GAP = timedelta(hours=2)  # as training's sessions: a longer pause ends a conversation
 POOL = 2000  # newest old-enough messages a round is picked from
+FROM_DATASET = "from the training data, a part the model never learned from"
 GAME_KEY = "guess_game"
 """``application.bot_data[GAME_KEY]``: this process's :class:`GuessGame`."""
 CALLBACK = r"^guess:(\d+):(real|bot)$"
@@ -69,6 +79,16 @@ MENU = [
 
 class Refused(UsageError):
     """A round cannot start (or a vote cannot count); the message is the member's answer."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """The chat a round is started in, as far as the game needs to know it."""
+
+    title: str | None = None
+    kind: str = "group"
+    # the terminal is no Telegram chat: it plays the training data's chat when there is one
+    stand_in: bool = False
 
 
 # --- picking an excerpt (pure) ---------------------------------------------------------------
@@ -115,6 +135,48 @@ def pick_excerpt(
     return rng.choice(choices) if choices else None
 
 
+@dataclass(frozen=True)
+class Chosen:
+    """A round's excerpt and real line, wherever they came from, and how to record them."""
+
+    lines: tuple[tuple[str, str], ...]  # (speaker, text) of the excerpt, oldest first
+    friend: str
+    friend_id: int | None
+    real_line: str
+    excerpt_ids: list[int] | dict[str, Any]  # message ids, or a storage.judge.dataset_ref
+    real_message_id: int | None
+    from_dataset: bool = False
+
+    @classmethod
+    def of_history(cls, excerpt: Excerpt) -> Chosen:
+        return cls(
+            lines=tuple((m.sender_name, clean_text(m.text)) for m in excerpt.context),
+            friend=excerpt.target.sender_name,
+            friend_id=excerpt.target.sender_id,
+            real_line=clean_text(excerpt.target.text),
+            excerpt_ids=[m.message_id for m in excerpt.context],
+            real_message_id=excerpt.target.message_id,
+        )
+
+    @classmethod
+    def of_dataset(cls, excerpt: HeldOutExcerpt, split: HeldOutSplit) -> Chosen:
+        from storage.judge import dataset_ref
+
+        speakers = [speaker for speaker, _ in excerpt.lines]
+        ref = dataset_ref(
+            str(split.file), excerpt.row, split.fingerprint, speakers, excerpt.message_id
+        )
+        return cls(
+            lines=excerpt.lines,
+            friend=excerpt.friend,
+            friend_id=excerpt.friend_id,
+            real_line=excerpt.line,
+            excerpt_ids=ref,
+            real_message_id=None,
+            from_dataset=True,
+        )
+
+
 # --- the game --------------------------------------------------------------------------------
 
 
@@ -128,14 +190,16 @@ class RoundView:
     line: str  # the line to judge, signed by ``friend``
     votes_needed: int
     deadline: datetime
+    from_dataset: bool = False
 
     def html(self) -> str:
         shown = "\n".join(
             f"<i>{html.escape(speaker)}</i>: {html.escape(text)}" for speaker, text in self.lines
         )
         minutes = max(1, round((self.deadline - datetime.now(UTC)).total_seconds() / 60))
+        source = f" <i>({FROM_DATASET})</i>" if self.from_dataset else ""
         return (
-            "🎭 <b>Real or bot?</b>\n"
+            f"🎭 <b>Real or bot?</b>{source}\n"
             f"{shown}\n"
             f"{format_reply_html(self.friend, self.line)}\n\n"
             f"Did {html.escape(self.friend)} really say that? Vote below: revealed after "
@@ -146,7 +210,8 @@ class RoundView:
     def text(self) -> str:
         """Plain text, for the terminal."""
         shown = "\n".join(f"  {format_turn(s, t)}" for s, t in self.lines)
-        return f"Real or bot?\n{shown}\n> {format_turn(self.friend, self.line)}"
+        source = f" ({FROM_DATASET})" if self.from_dataset else ""
+        return f"Real or bot?{source}\n{shown}\n> {format_turn(self.friend, self.line)}"
 
 
 @dataclass(frozen=True)
@@ -190,49 +255,64 @@ class GuessGame:
             random.Random(seed) if seed is not None else random.SystemRandom()
         )
         self._starting: set[int] = set()  # chats whose round is being made right now
+        # the served model's held-out split, read once per model directory (or why there is none)
+        self._held_out: dict[str, HeldOutSplit | Unavailable] = {}
 
-    async def start(self, chat_id: int, *, cooldown: bool = True) -> RoundView:
+    async def start(
+        self, chat_id: int, *, cooldown: bool = True, where: Where | None = None
+    ) -> RoundView:
         """Make, store and return a new round for ``chat_id``; :class:`Refused` says why not.
 
         The round is stored before it is shown, so its timeout survives a restart; call
         :meth:`posted` once it is on screen, :meth:`discard` if it could not be posted.
+        ``where`` describes the chat (a round from the training data may be the first thing
+        stored for it) and, for the terminal, which chat of the training data it plays.
         """
         if chat_id in self._starting:
             raise Refused("A round is being prepared already.")
         self._starting.add(chat_id)
         try:
-            return await self._start(chat_id, cooldown)
+            return await self._start(chat_id, cooldown, where or Where())
         finally:
             self._starting.discard(chat_id)
 
-    async def _start(self, chat_id: int, cooldown: bool) -> RoundView:
+    async def _start(self, chat_id: int, cooldown: bool, where: Where) -> RoundView:
         settings = self.service.settings
         now = datetime.now(UTC)
         seed = self._seeds.randrange(2**31)
         rng = random.Random(seed)
-        excerpt = await asyncio.to_thread(self._pick, chat_id, now, cooldown, rng)
+        chosen = await asyncio.to_thread(self._pick, chat_id, now, cooldown, rng, where)
         is_bot = rng.random() < 0.5
-        friend = excerpt.target.sender_name
-        lines = tuple((m.sender_name, clean_text(m.text)) for m in excerpt.context)
         if is_bot:
-            context = [format_turn(s, t) for s, t in lines]
+            context = [format_turn(s, t) for s, t in chosen.lines]
             try:
-                reply = await self.service.reply_to_context(context, friend)
+                reply = await self.service.reply_to_context(context, chosen.friend)
             except GenerationTimeout:
                 raise Refused("That took too long. Try /guess again in a moment.") from None
             if reply is None:
                 raise Refused("I couldn't come up with a line this time. Try /guess again.")
             line = reply.text
         else:
-            line = clean_text(excerpt.target.text)
+            line = chosen.real_line
         deadline = now + timedelta(seconds=settings.guess_timeout)
         round_id = await asyncio.to_thread(
-            self._record, chat_id, excerpt, is_bot, seed, now, deadline
+            self._record, chat_id, chosen, is_bot, seed, now, deadline, where
         )
-        return RoundView(round_id, lines, friend, line, settings.guess_votes, deadline)
+        return RoundView(
+            round_id,
+            chosen.lines,
+            chosen.friend,
+            line,
+            settings.guess_votes,
+            deadline,
+            from_dataset=chosen.from_dataset,
+        )
 
-    def _pick(self, chat_id: int, now: datetime, cooldown: bool, rng: random.Random) -> Excerpt:
-        from storage.history import bot_member_ids, opted_out_ids
+    def _pick(
+        self, chat_id: int, now: datetime, cooldown: bool, rng: random.Random, where: Where
+    ) -> Chosen:
+        """The stored history's excerpt; the training data's only when history has none."""
+        from storage.history import bot_member_ids, opted_out_members
         from storage.judge import excerpt_pool, last_started, open_round_in
 
         settings = self.service.settings
@@ -246,38 +326,81 @@ class GuessGame:
             if cooldown and wait > 0:
                 raise Refused(f"One round at a time: the next /guess in {_duration(wait)}.")
             pool = excerpt_pool(session, chat_id, cutoff, POOL)
-            blocked = opted_out_ids(session)
+            members = opted_out_members(session)
+            opted_out = {m.user_id: (m.display_name, m.username) for m in members}
             bots = bot_member_ids(session)
-        excerpt = pick_excerpt(pool, blocked, bots, rng)
-        if excerpt is None:
-            raise Refused(
-                "Not enough history to play yet: I need a conversation older than "
-                f"{settings.guess_min_age:g} days (newer ones are skipped, no spoilers)."
-            )
-        return excerpt
+        excerpt = pick_excerpt(pool, set(opted_out), bots, rng)
+        if excerpt is not None:
+            return Chosen.of_history(excerpt)
+        no_history = (
+            "Not enough history to play yet: I need a conversation older than "
+            f"{settings.guess_min_age:g} days (newer ones are skipped, no spoilers)"
+        )
+        split = self._split()
+        if isinstance(split, Unavailable):
+            raise Refused(f"{no_history}, and {split}.")
+        data_chat = chat_id
+        if where.stand_in:
+            chats = split.chats()
+            if len(chats) != 1:
+                raise Refused(
+                    f"{no_history}, and the training data holds {len(chats)} chats: start "
+                    "`friendbot chat --chat-id ID` with the id of the one to play."
+                )
+            (data_chat,) = chats
+        names = [name for pair in opted_out.values() for name in pair if name]
+        held_out = pick_held_out(
+            split,
+            data_chat,
+            blocked_names=names,
+            blocked_ids=set(opted_out),
+            bot_ids=bots,
+            before=cutoff,
+            rng=rng,
+            size=EXCERPT_LINES,
+            min_context=MIN_CONTEXT,
+        )
+        if held_out is None:
+            raise Refused(f"{no_history}, and the training data has no excerpt of this chat.")
+        return Chosen.of_dataset(held_out, split)
+
+    def _split(self) -> HeldOutSplit | Unavailable:
+        """The served model's held-out split (cached per model directory), or why not."""
+        model_id = self.service.model_id()
+        if model_id not in self._held_out:
+            try:
+                self._held_out[model_id] = load_held_out(self.service.models.current.chat.info)
+            except Unavailable as why:
+                log.info("/guess: no training-data fallback for %s: %s", model_id, why)
+                self._held_out[model_id] = why
+        return self._held_out[model_id]
 
     def _record(
         self,
         chat_id: int,
-        excerpt: Excerpt,
+        chosen: Chosen,
         is_bot: bool,
         seed: int,
         now: datetime,
         deadline: datetime,
+        where: Where,
     ) -> int:
+        from storage.history import get_chat, upsert_chat
         from storage.judge import start_round
 
         with self.service.sessions.begin() as session:
+            if get_chat(session, chat_id) is None:  # commands are not stored: a new chat's first
+                upsert_chat(session, chat_id, where.title, where.kind)
             row = start_round(
                 session,
                 chat_id=chat_id,
                 model_id=self.service.model_id(),
-                friend=excerpt.target.sender_name,
-                friend_id=excerpt.target.sender_id,
+                friend=chosen.friend,
+                friend_id=chosen.friend_id,
                 is_bot=is_bot,
                 seed=seed,
-                excerpt_ids=[m.message_id for m in excerpt.context],
-                real_message_id=excerpt.target.message_id,
+                excerpt_ids=chosen.excerpt_ids,
+                real_message_id=chosen.real_message_id,
                 votes_needed=self.service.settings.guess_votes,
                 deadline_at=deadline,
                 started_at=now,
@@ -450,7 +573,7 @@ async def guess_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     msg = update.effective_message
     game = game_of(context)
     try:
-        view = await game.start(msg.chat_id)
+        view = await game.start(msg.chat_id, where=Where(msg.chat.title, msg.chat.type))
     except Refused as exc:
         await msg.reply_text(str(exc))
         return

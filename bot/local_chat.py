@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from bot.guess import GuessGame, Refused
+from bot.guess import GuessGame, Refused, Where
 from bot.replies import Reply, UsageError
 from bot.responder import GenerationTimeout
 from bot.service import FriendBot
@@ -29,6 +29,7 @@ LOCAL_CHAT_ID = -1
 """The terminal chat's id in the database (no Telegram chat has it)."""
 LOCAL_USER_ID = 0
 """Your user id in the terminal chat (no Telegram user has it)."""
+CHAT_TITLE, CHAT_TYPE = "friendbot chat", "local"  # how the terminal chat is stored
 QUIT = frozenset({"/quit", "/exit", "quit", "exit"})
 MAX_NAME_WORDS = 3  # "Name: text" speaks as Name only for a short name, so "note: x" rarely trips
 
@@ -40,7 +41,7 @@ HELP = """Type to talk as yourself, or `Name: text` to talk as a friend.
 /optout, /optin    stop / resume storing and imitating you
 /stats, /forget    what is stored here / delete it
 /mute, /unmute     stop / resume replies (lines are still stored)
-/guess             real or bot? a line from the stored history, or the bot's; you vote
+/guess             real or bot? a friend's line (stored history or training data) or the bot's
 /guessstats        how often the bot fooled you, per model and per friend
 /reload            load the newest model
 /quit              leave (or Ctrl-D)"""
@@ -97,8 +98,8 @@ class LocalChat:
                 sender_name=speaker,
                 text=text,
                 date=datetime.now(UTC),
-                chat_title="friendbot chat",
-                chat_type="local",
+                chat_title=CHAT_TITLE,
+                chat_type=CHAT_TYPE,
             ),
             addressed=True,  # in the terminal, every line is said to the bot
         )
@@ -160,11 +161,15 @@ class LocalChat:
         """A /guess round where you are the only voter: the answer comes right after your vote.
 
         No cooldown here (nobody else is waiting for a turn); GUESS_MIN_AGE applies as in a
-        group, so the excerpt is an older conversation of this chat.
+        group, so the excerpt is an older conversation of this chat, or, when there is none
+        (a fresh setup), a held-out one of the training data. The terminal chat is nobody's
+        Telegram chat: it plays the training data's chat when the data holds just one (the
+        sample export); with ``--chat-id`` it plays that chat, as the group would.
         """
         game = self.game
+        where = Where(CHAT_TITLE, CHAT_TYPE, stand_in=self.chat_id == LOCAL_CHAT_ID)
         try:
-            view = await game.start(self.chat_id, cooldown=False)
+            view = await game.start(self.chat_id, cooldown=False, where=where)
         except Refused as exc:
             show(None, str(exc))
             return

@@ -526,7 +526,8 @@ class FriendBot:
             with self.sessions.begin() as session:
                 upsert_member(session, user_id, display_name, username)
                 set_opted_out(session, user_id, True)
-                judge.forget_member(session, user_id)  # their /guess votes and rounds
+                # their /guess votes and rounds (by name too: rounds from the training data)
+                judge.forget_member(session, user_id, _names(display_name, username))
                 return forget_member(session, user_id)
 
         return await asyncio.to_thread(work)

@@ -114,13 +114,17 @@ def start_round(
     friend_id: int | None,
     is_bot: bool,
     seed: int,
-    excerpt_ids: Sequence[int],
+    excerpt_ids: Sequence[int] | dict[str, Any],
     real_message_id: int | None,
     votes_needed: int,
     deadline_at: datetime,
     started_at: datetime | None = None,
 ) -> GuessRound:
-    """Record a new round (flushed, so it has its id); the chat row must exist."""
+    """Record a new round (flushed, so it has its id); the chat row must exist.
+
+    ``excerpt_ids`` are the stored messages shown, or a :func:`dataset_ref` for an excerpt of
+    the training data (then ``real_message_id`` is None: nothing of it is in ``messages``).
+    """
     row = GuessRound(
         chat_id=chat_id,
         model_id=model_id,
@@ -128,7 +132,7 @@ def start_round(
         friend_id=friend_id,
         is_bot=is_bot,
         seed=seed,
-        excerpt_ids=list(excerpt_ids),
+        excerpt_ids=dict(excerpt_ids) if isinstance(excerpt_ids, dict) else list(excerpt_ids),
         real_message_id=real_message_id,
         votes_needed=votes_needed,
         started_at=as_utc(started_at) if started_at else utcnow(),
@@ -137,6 +141,31 @@ def start_round(
     session.add(row)
     session.flush()
     return row
+
+
+def dataset_ref(
+    file: str, row: int, fingerprint: str, speakers: Iterable[str], message_id: int | None
+) -> dict[str, Any]:
+    """Where a round's excerpt came from when it is a row of the training data's test split.
+
+    Stored in ``excerpt_ids`` in place of message ids (no migration: the column is JSON, and a
+    list still means stored messages). A pointer, not the texts: the round keeps no copy of
+    anyone's words. ``speakers`` (the names in the excerpt; the judged line's is the round's
+    ``friend``) let ``/optout`` find the rounds that showed a member's lines; ``fingerprint``
+    names the dataset version the row number refers to.
+    """
+    return {
+        "dataset": file,
+        "row": row,
+        "fingerprint": fingerprint,
+        "speakers": list(dict.fromkeys(speakers)),
+        "message_id": message_id,
+    }
+
+
+def round_source(row: GuessRound) -> str:
+    """``"dataset"`` for a round played from the training data, else ``"history"``."""
+    return "dataset" if isinstance(row.excerpt_ids, dict) else "history"
 
 
 def excerpt_pool(session: Session, chat_id: int, before: datetime, limit: int) -> list[Message]:
@@ -205,16 +234,45 @@ def close_round(session: Session, round_id: int, when: datetime | None = None) -
     return result.rowcount == 1
 
 
-def forget_member(session: Session, user_id: int) -> int:
+def forget_member(session: Session, user_id: int, names: Iterable[str] = ()) -> int:
     """A member opted out: delete their votes and the rounds that judged their lines (an
     opted-out member is neither stored nor imitated, and their name leaves the reports).
-    Returns the rounds deleted."""
+    Returns the rounds deleted.
+
+    Rounds from the training data point at a dataset row rather than at stored messages, so
+    ``names`` (their display name and username) find them too: a round judging a line signed
+    with one of them and no user id is deleted, and a round that showed their lines in the
+    excerpt loses its pointer (as a stored round's excerpt loses their deleted messages; the
+    votes still count).
+    """
+    keys = {_name_key(n) for n in names} - {""}
+    about = set(session.scalars(select(GuessRound.id).where(GuessRound.friend_id == user_id)))
+    from_data = session.execute(
+        select(GuessRound.id, GuessRound.friend, GuessRound.friend_id, GuessRound.excerpt_ids)
+    ).all()
+    for round_id, friend, friend_id, ref in from_data:
+        if not isinstance(ref, dict) or round_id in about:
+            continue
+        if friend_id is None and _name_key(friend) in keys:
+            about.add(round_id)
+        elif keys & {_name_key(str(s)) for s in ref.get("speakers") or ()}:
+            kept = {k: ref[k] for k in ("dataset", "fingerprint") if k in ref}
+            session.execute(
+                update(GuessRound)
+                .where(GuessRound.id == round_id)
+                .values(excerpt_ids={**kept, "forgotten": True})
+            )
     session.execute(GuessVote.__table__.delete().where(GuessVote.voter_id == user_id))
-    about = select(GuessRound.id).where(GuessRound.friend_id == user_id)
+    if not about:
+        return 0
     session.execute(GuessVote.__table__.delete().where(GuessVote.round_id.in_(about)))
-    return session.execute(
-        GuessRound.__table__.delete().where(GuessRound.friend_id == user_id)
-    ).rowcount
+    return session.execute(GuessRound.__table__.delete().where(GuessRound.id.in_(about))).rowcount
+
+
+def _name_key(name: str) -> str:
+    """A name as opt-outs compare them (bot.replies.Friends): spaces collapsed, any case,
+    a username with or without its @."""
+    return " ".join(name.split()).casefold().lstrip("@")
 
 
 # --- votes -----------------------------------------------------------------------------------

@@ -232,7 +232,8 @@ class GuessRound(Base):
     either their real next message or the model's reply (``is_bot``), chosen by ``seed``.
 
     Only ids are kept (the excerpt's and the real line's message ids), never the texts: a
-    member's ``/optout`` deletes their messages, and a round must not keep copies of them.
+    member's ``/optout`` deletes their messages, and a round must not keep copies of them. An
+    excerpt of the training data is kept as a reference instead (storage.judge.dataset_ref).
     ``model_id`` is the served chat model's directory (resolved), so fool rates are per model.
     """
 
@@ -246,7 +247,7 @@ class GuessRound(Base):
     friend_id: Mapped[int | None] = mapped_column(BigInteger)
     is_bot: Mapped[bool] = mapped_column(Boolean)
     seed: Mapped[int] = mapped_column(BigInteger)
-    excerpt_ids: Mapped[Any] = mapped_column(JSON)  # message ids of the excerpt, oldest first
+    excerpt_ids: Mapped[Any] = mapped_column(JSON)  # message ids, oldest first; or a dataset ref
     real_message_id: Mapped[int | None] = mapped_column(BigInteger)  # the real next line
     posted_message_id: Mapped[int | None] = mapped_column(BigInteger)
     votes_needed: Mapped[int] = mapped_column(Integer)

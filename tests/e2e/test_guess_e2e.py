@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -211,3 +212,61 @@ async def test_an_open_round_survives_a_restart_and_times_out(
         )
         assert "Votes: 0 × Real, 1 × Bot" in reveal[0]["text"]
         assert reveal[0]["reply_parameters"]["message_id"] == posted["message_id"]
+
+
+async def test_a_new_group_plays_the_training_datas_held_out_part(
+    tg: FakeTelegram, settings: Settings, tmp_path: Path
+) -> None:
+    """No stored history yet: the round comes from the model's test split, this group's rows
+    only, never Dave's (opted out) lines; it is voted, revealed and stored as a reference."""
+    from tests.bot.held_out_data import row, trained_on, write_dataset
+    from training.model.model_dir import read_info, write_info
+
+    people = [(ALICE, 101), (BOB, 102), (CAROL, 103), (DAVE, 104)]
+    rows = []
+    for i in range(12):
+        (speaker, user), context = (
+            people[i % 4],
+            [f"{p.first_name}: held out {i}.{j}" for j, (p, _) in enumerate(people) if p != DAVE],
+        )
+        rows.append(row(GROUP.id, context, speaker.first_name, f"real {i}", user=user,
+                        message_id=i + 1))  # fmt: skip
+    rows.append(row(-1009, ["Alice: other", "Bob: chat"], "Carol", "elsewhere", user=103,
+                    message_id=99))  # fmt: skip
+    rows.append(row(GROUP.id, ["Dave: dave's words", "Alice: a"], "Bob", "b", user=102,
+                    message_id=50))  # fmt: skip
+    data = write_dataset(tmp_path / "data", rows)
+    model = tmp_path / "model"
+    shutil.copytree(settings.model_dir, model)
+    write_info(model, {**read_info(model), "dataset": trained_on(data)})
+    settings = settings.model_copy(update={"model_dir": model})
+
+    async with running(settings) as app:
+        service = service_of(app)
+        tg.say(GROUP, DAVE, "/optout")
+        await until(lambda: service.is_opted_out(DAVE.id), "Dave's opt-out")
+        tg.say(GROUP, BOB, "/guess")
+        (posted,) = await until(lambda: rounds_posted(tg), "the round")
+        text = posted["text"]
+        assert text.startswith("🎭 Real or bot? (from the training data")
+        assert "held out" in text and "Dave" not in text and "elsewhere" not in text
+        signed = re.match(r"^(Alice|Bob|Carol): ", text.split("\n")[-3])
+        assert signed, text
+        buttons = button_data(posted)
+        for user, choice in ((ALICE, "Real"), (BOB, "Bot"), (CAROL, "Bot")):
+            tg.press(user, posted, buttons[choice])
+        (reveal,) = await until(
+            lambda: [p for p in tg.sent(GROUP.id) if str(p["text"]).startswith("Revealed:")],
+            "the reveal",
+        )
+        assert "Votes: 1 × Real, 2 × Bot" in reveal["text"]
+        with service.sessions.begin() as session:
+            (stored,) = session.query(GuessRound).all()
+            votes = session.query(GuessVote).count()
+        assert stored.chat_id == GROUP.id and stored.friend == signed[1] and votes == 3
+        assert stored.revealed_at is not None and stored.real_message_id is None
+        ref = stored.excerpt_ids
+        assert ref["dataset"] == str((data / "test.parquet").resolve())
+        assert rows[ref["row"]]["chat_id"] == GROUP.id and "Dave" not in ref["speakers"]
+        real_line = f"{signed[1]}: {rows[ref['row']]['response'].split(': ', 1)[1]}"
+        assert (real_line in text) != stored.is_bot

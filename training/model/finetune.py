@@ -360,7 +360,9 @@ def _info(config: TrainConfig, run: _Run, data: TaskData, state: TrainState) -> 
         # who the chat model can speak as: the bot offers these names even to a new chat
         "speakers": _speakers(data.train) if config.task == "chat" else [],
         "dataset": {
-            "path": str(config.data),
+            "path": str(config.data),  # as given
+            # where it was, whatever the working directory: /guess plays its test split
+            "dir": str(Path(config.data).resolve()),
             "fingerprint": data.fingerprint,
             "train_examples": len(data.train),
             "validation_examples": len(data.validation),

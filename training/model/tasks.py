@@ -191,6 +191,17 @@ def liked_feedback_rows(data_dir: Path) -> list[dict[str, str]]:
     return rows
 
 
+def trained_files(data_dir: Path) -> list[Path]:
+    """The files of a chat dataset a model learns from, in fingerprint order: the train and
+    validation splits and, when present, the feedback file. The test split is not among them,
+    so a model's recorded fingerprint tells whether a test split still sits beside the very
+    data it was held out from (the bot's /guess plays such test rows)."""
+    files = [split_path(data_dir, "train"), split_path(data_dir, "validation")]
+    if (Path(data_dir) / FEEDBACK_FILE).is_file():
+        files.append(Path(data_dir) / FEEDBACK_FILE)
+    return files
+
+
 def load_chat(data_dir: Path) -> TaskData:
     """Train and validation examples of a prepared chat dataset.
 
@@ -199,9 +210,7 @@ def load_chat(data_dir: Path) -> TaskData:
     """
     train_rows = read_chat_split(data_dir, "train") + liked_feedback_rows(data_dir)
     val_rows = read_chat_split(data_dir, "validation", required=False)
-    files = [split_path(data_dir, "train"), split_path(data_dir, "validation")]
-    if (Path(data_dir) / FEEDBACK_FILE).is_file():
-        files.append(Path(data_dir) / FEEDBACK_FILE)
+    files = trained_files(data_dir)
     return TaskData(
         train=chat_examples(train_rows),
         validation=chat_examples(val_rows),
