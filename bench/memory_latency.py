@@ -41,10 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.memory import rank
 from storage.db import make_engine, session_factory, upgrade
 from storage.history import add_messages, upsert_chat, upsert_member
 from storage.models import Message
-from bot.memory import rank
 from storage.search import search_messages
 from training.formatting import memory_terms
 from training.memory_search import CANDIDATES

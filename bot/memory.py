@@ -276,7 +276,11 @@ def recall_terms(topic: str) -> list[str]:
 def recall(session: Session, chat_id: int, topic: str) -> list[FoundMessage]:
     """The chat's messages about ``topic``, best ``RECALL_RESULTS``, oldest first."""
     found = search_messages(
-        session, chat_id, recall_terms(topic), rank=rank, candidates=CANDIDATES,
+        session,
+        chat_id,
+        recall_terms(topic),
+        rank=rank,
+        candidates=CANDIDATES,
         limit=RECALL_RESULTS,
     )
     return sorted(found, key=lambda m: (m.date, m.message_id))

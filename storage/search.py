@@ -118,7 +118,11 @@ def search_messages(
     if not words or limit <= 0:
         return []
     found = search_candidates(
-        session, chat_id, words, before=before, exclude_message_ids=exclude_message_ids,
+        session,
+        chat_id,
+        words,
+        before=before,
+        exclude_message_ids=exclude_message_ids,
         limit=candidates,
     )
     return best_of(found, rank(words, found), limit, sender_id)
