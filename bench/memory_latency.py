@@ -47,7 +47,7 @@ from storage.history import add_messages, upsert_chat, upsert_member
 from storage.models import Message
 from storage.search import search_messages
 from training.formatting import memory_terms
-from training.memory_search import CANDIDATES
+from training.memory_search import CANDIDATES, TERMS
 
 T0 = datetime(2022, 1, 1, tzinfo=UTC)
 MEMBERS = 24
@@ -172,7 +172,7 @@ def queries(Session: sessionmaker[Session], n: int, per_chat: int, seed: int) ->
                     .order_by(Message.message_id)
                 )
             )
-            terms = memory_terms(" ".join(m.text for m in window))
+            terms = memory_terms(" ".join(m.text for m in window), limit=TERMS)
             before, ids = window[0].date, [m.message_id for m in window]
             kind = ("memory", "voice", "recall")[i % 3]
             if kind == "memory":

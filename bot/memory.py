@@ -36,7 +36,7 @@ from training.formatting import (
     memory_terms,
     voice_line,
 )
-from training.memory_search import CANDIDATES, Doc, scores
+from training.memory_search import CANDIDATES, TERMS, Doc, scores
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -102,7 +102,7 @@ class Window:
             chat_id=chat_id,
             message_ids=tuple(m.message_id for m in window),
             start=window[0].date if window else None,
-            terms=tuple(memory_terms(" ".join(m.text for m in window))),
+            terms=tuple(memory_terms(" ".join(m.text for m in window), limit=TERMS)),
             sender_ids=ids,
         )
 

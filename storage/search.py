@@ -31,10 +31,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
-from storage.models import Message, as_utc
+from storage.models import as_utc
 
 FTS_TABLE = "messages_fts"
 """SQLite: the FTS5 table (its shadow tables are ``messages_fts_*``)."""
@@ -147,16 +147,19 @@ def search_candidates(
     before: datetime | None = None,
     exclude_message_ids: Iterable[int] = (),
 ) -> list[FoundMessage]:
-    """The chat's newest ``limit`` stored messages matching any of ``terms``, newest first
-    (``rank`` 0: unranked), that may be memory.
+    """The chat's stored messages matching any of ``terms``, newest first (``rank`` 0:
+    unranked), that may be memory: for each word, its ``limit // words`` newest matches.
+
+    Per word, so that a rare word's old mention is found although common words were said
+    many times since (one newest-``limit`` over all words would be all common words).
 
     Only messages of ``chat_id``, never the bot's own posts (``from_bot``) nor those of
     members flagged as bots, never an opted-out member's (their rows are deleted when they
     opt out; this is the safety net). ``before``: only messages dated strictly earlier (the
     bot's memory is the past of its context window); ``exclude_message_ids``: Telegram ids
-    never to return (the window itself). The ``limit`` newest matches stored before the
-    first message at ``before`` are taken, then filtered, so the cost stays flat however big
-    the history grows. No ranking in the database: SQLite's bm25 counts every message of the
+    never to return (the window itself). The matches are those stored before the first
+    message at ``before``, taken then filtered, so the cost stays flat however big the
+    history grows. No ranking in the database: SQLite's bm25 counts every message of the
     chat for the chat filter's weight on every search (12 of its 19 ms over a million
     messages), and the caller ranks by its own rule anyway.
     """
@@ -165,15 +168,15 @@ def search_candidates(
         return []
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":  # the chat's id as FTS5 indexed it: its digits
-        any_word = " OR ".join(f'"{w}"' for w in words)
-        query = f'chat_id : "{abs(chat_id)}" AND {{text sender_name}} : ({any_word})'
-        sql = _SQLITE_SEARCH
+        queries = [f'chat_id : "{abs(chat_id)}" AND {{text sender_name}} : "{w}"' for w in words]
+        arm, search = _SQLITE_ARM, _SQLITE_SEARCH
     elif dialect == "postgresql":
-        sql, query = _POSTGRES_SEARCH, " | ".join(f"'{w}'" for w in words)
+        queries, arm, search = [f"'{w}'" for w in words], _POSTGRES_ARM, _POSTGRES_SEARCH
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise NotImplementedError(f"storage: unsupported database dialect {dialect!r}")
     filters = []
-    params: dict[str, object] = {"query": query, "chat_id": chat_id, "candidates": limit}
+    params: dict[str, object] = {f"q{i}": q for i, q in enumerate(queries)}
+    params |= {"chat_id": chat_id, "per_word": max(1, limit // len(words))}  # as in training
     if before is not None:
         filters.append("AND m.date < :before")
         before_utc = as_utc(before)
@@ -183,12 +186,13 @@ def search_candidates(
         filters.append("AND m.message_id NOT IN :excluded")
         params["excluded"] = excluded
     bound = ""
-    if before is not None and (first_after := _first_id_at(session, chat_id, before)):
-        # candidates from before ``before`` (ids grow as messages are stored); the date
-        # filter above stays the rule, this only keeps later matches from using up the budget
-        bound = "AND rowid < :first_after" if dialect == "sqlite" else "AND id < :first_after"
-        params["first_after"] = first_after
-    statement = text(sql.format(filters="\n".join(filters), bound=bound))
+    if before is not None:
+        # candidates from before the chat's first message at ``before`` (ids grow as messages
+        # are stored); the date filter above stays the rule, this only keeps later matches
+        # from using up the budget
+        bound = f"AND {'rowid' if dialect == 'sqlite' else 'id'} < {_FIRST_ID_AT}"
+    arms = "\nUNION\n".join(arm.format(i=i, bound=bound) for i in range(len(queries)))
+    statement = text(search.format(arms=arms, filters="\n".join(filters)))
     if excluded:
         statement = statement.bindparams(bindparam("excluded", expanding=True))
     rows = session.execute(statement, params).all()
@@ -205,17 +209,6 @@ def search_candidates(
     ]
 
 
-def _first_id_at(session: Session, chat_id: int, when: datetime) -> int | None:
-    """The row id of the chat's first message dated at or after ``when`` (None: none)."""
-    stmt = (
-        select(Message.id)
-        .where(Message.chat_id == chat_id, Message.date >= as_utc(when))
-        .order_by(Message.date, Message.id)
-        .limit(1)
-    )
-    return session.scalar(stmt)
-
-
 def _as_datetime(value: datetime | str) -> datetime:
     """A raw (text) query gets SQLite's stored text back: parse it, as the models' type does."""
     if isinstance(value, str):
@@ -223,16 +216,20 @@ def _as_datetime(value: datetime | str) -> datetime:
     return as_utc(value)
 
 
+# The row id of the chat's first message at or after ``before`` (none: past every id).
+_FIRST_ID_AT = """COALESCE((SELECT id FROM messages WHERE chat_id = :chat_id AND date >= :before
+    ORDER BY date, id LIMIT 1), 9223372036854775807)"""
+
 # Members who opted out or are bots: their messages are never memory.
 _NOT_MEMORY = "SELECT user_id FROM members WHERE opted_out OR is_bot"
 
-# The newest matches in the chat (before the window), then filtered; newest first.
+# Each word's newest matches in the chat (before the window), together, then filtered.
+_SQLITE_ARM = f"""SELECT id FROM (
+    SELECT rowid AS id FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q{{i}} {{bound}}
+    ORDER BY rowid DESC LIMIT :per_word)"""
 _SQLITE_SEARCH = f"""
 SELECT m.message_id, m.sender_id, m.sender_name, m.text, m.date
-FROM (
-    SELECT rowid AS id FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :query {{bound}}
-    ORDER BY rowid DESC LIMIT :candidates
-) AS f JOIN messages AS m ON m.id = f.id
+FROM ({{arms}}) AS f JOIN messages AS m ON m.id = f.id
 WHERE m.chat_id = :chat_id
   AND NOT m.from_bot
   AND (m.sender_id IS NULL OR m.sender_id NOT IN ({_NOT_MEMORY}))
@@ -240,13 +237,12 @@ WHERE m.chat_id = :chat_id
 ORDER BY m.id DESC
 """
 
+_POSTGRES_ARM = f"""(SELECT id FROM messages
+    WHERE {SEARCH_COLUMN} @@ to_tsquery('{TEXT_SEARCH_CONFIG}', :q{{i}}) AND chat_id = :chat_id
+    {{bound}} ORDER BY id DESC LIMIT :per_word)"""
 _POSTGRES_SEARCH = f"""
 SELECT m.message_id, m.sender_id, m.sender_name, m.text, m.date
-FROM (
-    SELECT id FROM messages, to_tsquery('{TEXT_SEARCH_CONFIG}', :query) AS q(query)
-    WHERE {SEARCH_COLUMN} @@ q.query AND chat_id = :chat_id {{bound}}
-    ORDER BY id DESC LIMIT :candidates
-) AS f JOIN messages AS m ON m.id = f.id
+FROM ({{arms}}) AS f JOIN messages AS m ON m.id = f.id
 WHERE NOT m.from_bot
   AND (m.sender_id IS NULL OR m.sender_id NOT IN ({_NOT_MEMORY}))
   {{filters}}

@@ -50,11 +50,11 @@ import pyarrow as pa
 
 from training.data.columns import as_numpy
 from training.formatting import memory_line, memory_terms, voice_line
-from training.memory_search import CANDIDATES, Doc, best
+from training.memory_search import TERMS, Doc, best, per_word, query_words
 
 MEMORY_LINES = 3
 VOICE_LINES = 2
-MEMORY_TERMS = 8  # memory_terms' default limit: the bot's query
+MEMORY_TERMS = TERMS  # the bot's query
 MEMORY_COLUMNS = (
     ("memory", pa.list_(pa.string())),
     ("voice", pa.list_(pa.string())),
@@ -198,10 +198,11 @@ class _Index:
         self.searches += 1
         if not terms:
             return []
-        words = " OR ".join(f'"{t}"' for t in terms)
+        words = query_words(terms)
+        arm = "SELECT rowid FROM m WHERE m MATCH ? ORDER BY rowid DESC LIMIT ?"
         cursor = self.db.execute(
-            "SELECT rowid FROM m WHERE m MATCH ? ORDER BY rowid DESC LIMIT ?",
-            (f"{{text sender_name}} : ({words})", CANDIDATES),
+            " UNION ".join(f"SELECT * FROM ({arm})" for _ in words) + " ORDER BY 1 DESC",
+            [x for w in words for x in (f'{{text sender_name}} : "{w}"', per_word(words))],
         )
         found = [r for (r,) in cursor]  # newest first, as the bot's candidates
         return [found[i] for i in best(terms, [self.docs[r] for r in found])]
