@@ -5,11 +5,12 @@ The model sees the last ``HISTORY_SIZE`` messages. A model trained with memory (
 ``friendbot train`` on a dataset prepared with ``--memory``) also reads, before the context:
 
 - up to ``M`` *memory* lines: the messages of this chat most relevant to the context window
-  (``storage.search`` over ``training.formatting.memory_terms`` of the window), all strictly
+  (``storage.search`` over ``training.formatting.memory_terms`` of the window, ranked by
+  ``training.memory_search``: the rule ``prepare --memory`` trains with), all strictly
   older than the window: never the window itself, never anything after it;
 - up to ``V`` *voice* lines for the persona being played (known once a persona is chosen):
-  that friend's own older messages most similar to the context, else their latest older
-  ones, as exemplars of how they talk.
+  that friend's own older messages most similar to the context (from the same search),
+  padded with their latest older ones, as exemplars of how they talk.
 
 Least relevant first: ``encode_source`` drops a long prompt's first lines first, so when the
 source length is short the weakest memory goes before the best. A model trained without

@@ -70,20 +70,21 @@ def per_word(words: Sequence[str]) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Doc:
-    """What ranking needs of one candidate message: its words and its length."""
+    """What ranking needs of one candidate message: how often it holds each word (a word
+    of the sender's name counting ``NAME_WEIGHT``), and its length in words."""
 
-    text: tuple[str, ...]
-    name: tuple[str, ...]
+    tf: dict[str, float]
     length: int
 
     @classmethod
     def of(cls, text: str, sender_name: str) -> Doc:
-        words, name = tuple(fold_words(text)), tuple(fold_words(sender_name))
-        return cls(words, name, len(words) + len(name))
-
-    def tf(self, term: str) -> float:
-        """How often ``term`` occurs, the name's occurrences weighing ``NAME_WEIGHT``."""
-        return self.text.count(term) + NAME_WEIGHT * self.name.count(term)
+        tf: dict[str, float] = {}
+        words, name = fold_words(text), fold_words(sender_name)
+        for w in words:
+            tf[w] = tf.get(w, 0.0) + 1.0
+        for w in name:
+            tf[w] = tf.get(w, 0.0) + NAME_WEIGHT
+        return cls(tf, len(words) + len(name))
 
 
 def scores(terms: Sequence[str], docs: Sequence[Doc]) -> list[float]:
@@ -93,17 +94,18 @@ def scores(terms: Sequence[str], docs: Sequence[Doc]) -> list[float]:
     wanted = list(dict.fromkeys(w for term in terms for w in fold_words(term)))
     n = len(docs)
     avgdl = max(1.0, sum(d.length for d in docs) / n)
-    held = {t: sum(1 for d in docs if t in d.text or t in d.name) for t in wanted}
-    idf = [(t, math.log(1 + (n - k + 0.5) / (k + 0.5))) for t, k in held.items() if k]
+    # each candidate's frequencies of the words it holds (most hold one or two of them)
+    tfs = [{t: d.tf[t] for t in d.tf.keys() & wanted} for d in docs]
+    held = dict.fromkeys(wanted, 0)
+    for tf in tfs:
+        for t in tf:
+            held[t] += 1
+    idf = {t: math.log(1 + (n - k + 0.5) / (k + 0.5)) for t, k in held.items()}
     result = []
-    for d in docs:
+    for d, tf in zip(docs, tfs, strict=True):
         norm = K1 * (1 - B + B * d.length / avgdl)
-        score = 0.0
-        for t, weight in idf:
-            tf = d.tf(t)
-            if tf:
-                score += weight * tf * (K1 + 1) / (tf + norm)
-        result.append(score)
+        # summed in ``wanted`` order, so the float result never depends on set order
+        result.append(sum(idf[t] * tf[t] * (K1 + 1) / (tf[t] + norm) for t in wanted if t in tf))
     return result
 
 
