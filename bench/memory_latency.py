@@ -3,7 +3,7 @@
 Fills a database with ``--messages`` (default 1,000,000) chat messages spread over
 ``--chats`` chats, through storage's own insert (so the full-text index is maintained as the
 bot's writer maintains it), then times ``storage.search.search_messages`` the way the bot
-calls it:
+calls it (the newest ``CANDIDATES`` matches, ranked by ``training.memory_search``):
 
 - ``memory``: the terms of a 10-message context window (``training.formatting.memory_terms``),
   strictly before the window, the window excluded, 5 results;
@@ -41,11 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.memory import rank
 from storage.db import make_engine, session_factory, upgrade
 from storage.history import add_messages, upsert_chat, upsert_member
 from storage.models import Message
 from storage.search import search_messages
 from training.formatting import memory_terms
+from training.memory_search import CANDIDATES, TERMS
 
 T0 = datetime(2022, 1, 1, tzinfo=UTC)
 MEMBERS = 24
@@ -170,7 +172,7 @@ def queries(Session: sessionmaker[Session], n: int, per_chat: int, seed: int) ->
                     .order_by(Message.message_id)
                 )
             )
-            terms = memory_terms(" ".join(m.text for m in window))
+            terms = memory_terms(" ".join(m.text for m in window), limit=TERMS)
             before, ids = window[0].date, [m.message_id for m in window]
             kind = ("memory", "voice", "recall")[i % 3]
             if kind == "memory":
@@ -194,6 +196,8 @@ def time_queries(Session: sessionmaker[Session], qs: list[Query]) -> dict[str, d
                 session,
                 q.chat_id,
                 q.terms,
+                rank=rank,
+                candidates=CANDIDATES,
                 before=q.before,
                 exclude_message_ids=q.exclude,
                 sender_id=q.sender_id,

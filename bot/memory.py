@@ -5,11 +5,12 @@ The model sees the last ``HISTORY_SIZE`` messages. A model trained with memory (
 ``friendbot train`` on a dataset prepared with ``--memory``) also reads, before the context:
 
 - up to ``M`` *memory* lines: the messages of this chat most relevant to the context window
-  (``storage.search`` over ``training.formatting.memory_terms`` of the window), all strictly
+  (``storage.search`` over ``training.formatting.memory_terms`` of the window, ranked by
+  ``training.memory_search``: the rule ``prepare --memory`` trains with), all strictly
   older than the window: never the window itself, never anything after it;
 - up to ``V`` *voice* lines for the persona being played (known once a persona is chosen):
-  that friend's own older messages most similar to the context, else their latest older
-  ones, as exemplars of how they talk.
+  that friend's own older messages most similar to the context (from the same search),
+  padded with their latest older ones, as exemplars of how they talk.
 
 Least relevant first: ``encode_source`` drops a long prompt's first lines first, so when the
 source length is short the weakest memory goes before the best. A model trained without
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from bot.replies import Friends, Reply, same_name
-from storage.search import FoundMessage, search_messages
+from storage.search import FoundMessage, best_of, search_candidates, search_messages
 from training.formatting import (
     build_prompt,
     clean_text,
@@ -36,6 +37,7 @@ from training.formatting import (
     memory_terms,
     voice_line,
 )
+from training.memory_search import CANDIDATES, TERMS, Doc, scores
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -101,7 +103,7 @@ class Window:
             chat_id=chat_id,
             message_ids=tuple(m.message_id for m in window),
             start=window[0].date if window else None,
-            terms=tuple(memory_terms(" ".join(m.text for m in window))),
+            terms=tuple(memory_terms(" ".join(m.text for m in window), limit=TERMS)),
             sender_ids=ids,
         )
 
@@ -109,57 +111,76 @@ class Window:
         return next((i for n, i in self.sender_ids.items() if same_name(n, name)), None)
 
 
-def remembered(session: Session, window: Window, limit: int) -> list[str]:
-    """Memory lines for ``window``: the most relevant older messages, least relevant first."""
-    if limit <= 0 or not window.terms or window.start is None:
-        return []
-    found = search_messages(
-        session,
-        window.chat_id,
-        window.terms,
-        before=window.start,
-        exclude_message_ids=window.message_ids,
-        limit=limit,
-    )
+def rank(words: Sequence[str], found: Sequence[FoundMessage]) -> list[float]:
+    """The shared memory rule's scores (``training.memory_search``, as ``prepare --memory``)."""
+    return scores(words, [Doc.of(m.text, m.sender_name) for m in found])
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """A window's search result: the chat's newest older matches and their scores. Memory
+    and voice lines are both picked from it, so a reply costs one search."""
+
+    found: list[FoundMessage]
+    scores: list[float]
+
+    @classmethod
+    def search(cls, session: Session, window: Window) -> Candidates:
+        if not window.terms or window.start is None:
+            return cls([], [])
+        found = search_candidates(
+            session,
+            window.chat_id,
+            window.terms,
+            before=window.start,
+            exclude_message_ids=window.message_ids,
+            limit=CANDIDATES,
+        )
+        return cls(found, rank(window.terms, found))
+
+    def best(self, limit: int, sender_id: int | None = None) -> list[FoundMessage]:
+        return best_of(self.found, self.scores, limit, sender_id) if limit > 0 else []
+
+
+def remembered(candidates: Candidates, limit: int) -> list[str]:
+    """Memory lines: the most relevant older messages, least relevant first."""
+    found = candidates.best(limit)
     return [memory_line(day(m.date), m.sender_name, m.text) for m in reversed(found)]
 
 
-def voice_of(session: Session, window: Window, sender_id: int, limit: int) -> list[str]:
+def voice_of(
+    session: Session, window: Window, candidates: Candidates, sender_id: int, limit: int
+) -> list[str]:
     """Voice lines: the friend's older messages most similar to the window, padded with their
     latest older ones when few match; least relevant first."""
     if limit <= 0 or window.start is None:
         return []
-    found = search_messages(
-        session,
-        window.chat_id,
-        window.terms,
-        before=window.start,
-        exclude_message_ids=window.message_ids,
-        sender_id=sender_id,
-        limit=limit,
-    )
-    texts = [m.text for m in found]
-    if len(texts) < limit:
-        texts += [t for t in _latest_texts(session, window, sender_id, limit) if t not in texts]
-    return [voice_line(t) for t in reversed(texts[:limit]) if clean_text(t)]
+    own = [(m.message_id, m.text) for m in candidates.best(limit, sender_id)]
+    if len(own) < limit:
+        ids = {i for i, _ in own}
+        latest = _latest(session, window, sender_id, limit)
+        own += [(i, t) for i, t in latest if i not in ids][: limit - len(own)]
+    return [voice_line(t) for _, t in reversed(own)]
 
 
-def _latest_texts(session: Session, window: Window, sender_id: int, limit: int) -> list[str]:
+def _latest(session: Session, window: Window, sender_id: int, limit: int) -> list[tuple[int, str]]:
+    """The friend's ``limit`` latest older messages with text, newest first."""
     from storage.models import Message
 
     assert window.start is not None
     stmt = (
-        select(Message.text)
+        select(Message.message_id, Message.text)
         .where(
             Message.chat_id == window.chat_id,
             Message.sender_id == sender_id,
             Message.date < window.start,
             ~Message.from_bot,
+            Message.text != "",
         )
-        .order_by(Message.date.desc())
+        .order_by(Message.date.desc(), Message.id.desc())
         .limit(limit)
     )
-    return list(session.scalars(stmt))
+    return [(i, t) for i, t in session.execute(stmt)]
 
 
 class Memory:
@@ -175,11 +196,13 @@ class Memory:
         window: Window | None = None,
         lines: Sequence[str] = (),
         sessions: sessionmaker[Session] | None = None,
+        candidates: Candidates | None = None,
     ) -> None:
         self.spec = spec
         self.window = window
         self.lines = list(lines)
         self._sessions = sessions
+        self._candidates = candidates or Candidates([], [])
 
     @classmethod
     def off(cls) -> Memory:
@@ -189,12 +212,13 @@ class Memory:
     def read(
         cls, sessions: sessionmaker[Session], spec: MemorySpec | None, window: Window
     ) -> Memory:
-        """Search the memory lines for ``window`` now (blocking: call it off the event loop)."""
+        """Search for ``window`` now (blocking: call it off the event loop): the memory lines,
+        and the candidates the voice lines are picked from later."""
         if spec is None:
             return cls.off()
         with sessions.begin() as session:
-            lines = remembered(session, window, spec.memory_lines)
-        return cls(spec, window, lines, sessions)
+            candidates = Candidates.search(session, window)
+        return cls(spec, window, remembered(candidates, spec.memory_lines), sessions, candidates)
 
     @property
     def on(self) -> bool:
@@ -208,10 +232,11 @@ class Memory:
         if sender_id is None or not self.spec.voice_lines:
             return []
         window, n, sessions = self.window, self.spec.voice_lines, self._sessions
+        candidates = self._candidates
 
         def work() -> list[str]:
             with sessions.begin() as session:
-                return voice_of(session, window, sender_id, n)
+                return voice_of(session, window, candidates, sender_id, n)
 
         return await asyncio.to_thread(work)
 
@@ -251,7 +276,14 @@ def recall_terms(topic: str) -> list[str]:
 
 def recall(session: Session, chat_id: int, topic: str) -> list[FoundMessage]:
     """The chat's messages about ``topic``, best ``RECALL_RESULTS``, oldest first."""
-    found = search_messages(session, chat_id, recall_terms(topic), limit=RECALL_RESULTS)
+    found = search_messages(
+        session,
+        chat_id,
+        recall_terms(topic),
+        rank=rank,
+        candidates=CANDIDATES,
+        limit=RECALL_RESULTS,
+    )
     return sorted(found, key=lambda m: (m.date, m.message_id))
 
 

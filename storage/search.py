@@ -18,22 +18,23 @@ tells Alembic's schema comparison to leave them alone.
 Words are matched as they are (no stemming, case and accents folded): chats mix languages and
 spellings, and the words worth searching for (names, places, things) are the ones stemming
 helps least. A search is the OR of its terms within one chat (SQLite indexes the chat id
-too), best first (SQLite's bm25, PostgreSQL's ``ts_rank``) among the chat's newest
-``CANDIDATES`` matches; the terms come from ``training.formatting.memory_terms``, computed by the
-caller (storage does not import training).
+too): the database finds the chat's newest matches (:func:`search_candidates`), the caller's
+rule ranks them (:data:`Ranker`). The bot passes ``training.memory_search``'s rule and terms
+(``training.formatting.memory_terms``), the ones ``prepare --memory`` trains with; storage
+does not import training.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
-from storage.models import Message, as_utc
+from storage.models import as_utc
 
 FTS_TABLE = "messages_fts"
 """SQLite: the FTS5 table (its shadow tables are ``messages_fts_*``)."""
@@ -45,12 +46,6 @@ TEXT_SEARCH_CONFIG = "simple"
 """PostgreSQL's configuration without stemming or stop words, like FTS5's unicode61."""
 MAX_TERMS = 32
 """More terms than this are dropped (a search is for a topic, not a document)."""
-CANDIDATES = 500
-"""Matches ranked per search: the chat's newest ones. A word used in tens of thousands of
-messages would otherwise cost a rank computation for each (a p50 of 300 ms over a million
-messages, measured; 2,000 candidates: 36 ms of CPU, 500: 22 ms, under heavy load); this
-bounds the work, and among equally common words the newer mention is the better memory."""
-
 _WORD = re.compile(r"[^\W_]+")  # letters and digits: a word to both FTS5 and PostgreSQL
 
 
@@ -95,11 +90,18 @@ def search_words(terms: Iterable[str]) -> list[str]:
     return words[:MAX_TERMS]
 
 
+Ranker = Callable[[Sequence[str], Sequence[FoundMessage]], Sequence[float]]
+"""Scores for the candidates (higher: better), given the search words: the caller's rule
+(the bot passes ``training.memory_search``'s, the one ``prepare --memory`` trains with)."""
+
+
 def search_messages(
     session: Session,
     chat_id: int,
     terms: Sequence[str],
     *,
+    rank: Ranker,
+    candidates: int,
     before: datetime | None = None,
     exclude_message_ids: Iterable[int] = (),
     sender_id: int | None = None,
@@ -107,34 +109,74 @@ def search_messages(
 ) -> list[FoundMessage]:
     """The chat's stored messages matching any of ``terms``, best first, at most ``limit``.
 
+    :func:`search_candidates` (``candidates`` of them), scored by ``rank``, then (with
+    ``sender_id``) only that member's: a friend's voice is picked from the same candidates as
+    the chat's memory, with the same scores. ``rank`` is stable: equal scores keep the
+    candidates' order, newest first.
+    """
+    words = search_words(terms)
+    if not words or limit <= 0:
+        return []
+    found = search_candidates(
+        session,
+        chat_id,
+        words,
+        before=before,
+        exclude_message_ids=exclude_message_ids,
+        limit=candidates,
+    )
+    return best_of(found, rank(words, found), limit, sender_id)
+
+
+def best_of(
+    found: Sequence[FoundMessage], scores: Sequence[float], limit: int, sender_id: int | None
+) -> list[FoundMessage]:
+    """The ``limit`` best-scored of ``found`` (of ``sender_id`` only, unless None), best
+    first, each with its score as ``rank``; equal scores keep ``found``'s order."""
+    order = sorted(range(len(found)), key=lambda i: -scores[i])
+    picked = [i for i in order if sender_id is None or found[i].sender_id == sender_id]
+    return [replace(found[i], rank=float(scores[i])) for i in picked[:limit]]
+
+
+def search_candidates(
+    session: Session,
+    chat_id: int,
+    terms: Sequence[str],
+    *,
+    limit: int,
+    before: datetime | None = None,
+    exclude_message_ids: Iterable[int] = (),
+) -> list[FoundMessage]:
+    """The chat's stored messages matching any of ``terms``, newest first (``rank`` 0:
+    unranked), that may be memory: for each word, its ``limit // words`` newest matches.
+
+    Per word, so that a rare word's old mention is found although common words were said
+    many times since (one newest-``limit`` over all words would be all common words).
+
     Only messages of ``chat_id``, never the bot's own posts (``from_bot``) nor those of
     members flagged as bots, never an opted-out member's (their rows are deleted when they
     opt out; this is the safety net). ``before``: only messages dated strictly earlier (the
     bot's memory is the past of its context window); ``exclude_message_ids``: Telegram ids
-    never to return (the window itself); ``sender_id``: only that member's messages (a
-    friend's own voice). Ties (equal rank) go to the newer message. Only the chat's newest
-    ``CANDIDATES`` matches (stored before the first message at ``before``) are ranked, so
-    the cost stays flat however big the history grows.
+    never to return (the window itself). The matches are those stored before the first
+    message at ``before``, taken then filtered, so the cost stays flat however big the
+    history grows. No ranking in the database: SQLite's bm25 counts every message of the
+    chat for the chat filter's weight on every search (12 of its 19 ms over a million
+    messages), and the caller ranks by its own rule anyway.
     """
     words = search_words(terms)
     if not words or limit <= 0:
         return []
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":  # the chat's id as FTS5 indexed it: its digits
-        any_word = " OR ".join(f'"{w}"' for w in words)
-        query = f'chat_id : "{abs(chat_id)}" AND {{text sender_name}} : ({any_word})'
-        sql = _SQLITE_SEARCH
+        queries = [f'chat_id : "{abs(chat_id)}" AND {{text sender_name}} : "{w}"' for w in words]
+        arm, search = _SQLITE_ARM, _SQLITE_SEARCH
     elif dialect == "postgresql":
-        sql, query = _POSTGRES_SEARCH, " | ".join(f"'{w}'" for w in words)
+        queries, arm, search = [f"'{w}'" for w in words], _POSTGRES_ARM, _POSTGRES_SEARCH
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise NotImplementedError(f"storage: unsupported database dialect {dialect!r}")
     filters = []
-    params: dict[str, object] = {
-        "query": query,
-        "chat_id": chat_id,
-        "limit": limit,
-        "candidates": CANDIDATES,
-    }
+    params: dict[str, object] = {f"q{i}": q for i, q in enumerate(queries)}
+    params |= {"chat_id": chat_id, "per_word": max(1, limit // len(words))}  # as in training
     if before is not None:
         filters.append("AND m.date < :before")
         before_utc = as_utc(before)
@@ -143,16 +185,14 @@ def search_messages(
     if excluded:
         filters.append("AND m.message_id NOT IN :excluded")
         params["excluded"] = excluded
-    if sender_id is not None:
-        filters.append("AND m.sender_id = :sender_id")
-        params["sender_id"] = sender_id
     bound = ""
-    if before is not None and (first_after := _first_id_at(session, chat_id, before)):
-        # candidates from before ``before`` (ids grow as messages are stored); the date
-        # filter above stays the rule, this only keeps later matches from using up the budget
-        bound = "AND rowid < :first_after" if dialect == "sqlite" else "AND id < :first_after"
-        params["first_after"] = first_after
-    statement = text(sql.format(filters="\n".join(filters), bound=bound))
+    if before is not None:
+        # candidates from before the chat's first message at ``before`` (ids grow as messages
+        # are stored); the date filter above stays the rule, this only keeps later matches
+        # from using up the budget
+        bound = f"AND {'rowid' if dialect == 'sqlite' else 'id'} < {_FIRST_ID_AT}"
+    arms = "\nUNION\n".join(arm.format(i=i, bound=bound) for i in range(len(queries)))
+    statement = text(search.format(arms=arms, filters="\n".join(filters)))
     if excluded:
         statement = statement.bindparams(bindparam("excluded", expanding=True))
     rows = session.execute(statement, params).all()
@@ -163,21 +203,10 @@ def search_messages(
             sender_name=row.sender_name,
             text=row.text,
             date=_as_datetime(row.date),
-            rank=float(row.rank),
+            rank=0.0,
         )
         for row in rows
     ]
-
-
-def _first_id_at(session: Session, chat_id: int, when: datetime) -> int | None:
-    """The row id of the chat's first message dated at or after ``when`` (None: none)."""
-    stmt = (
-        select(Message.id)
-        .where(Message.chat_id == chat_id, Message.date >= as_utc(when))
-        .order_by(Message.date, Message.id)
-        .limit(1)
-    )
-    return session.scalar(stmt)
 
 
 def _as_datetime(value: datetime | str) -> datetime:
@@ -187,38 +216,35 @@ def _as_datetime(value: datetime | str) -> datetime:
     return as_utc(value)
 
 
+# The row id of the chat's first message at or after ``before`` (none: past every id).
+_FIRST_ID_AT = """COALESCE((SELECT id FROM messages WHERE chat_id = :chat_id AND date >= :before
+    ORDER BY date, id LIMIT 1), 9223372036854775807)"""
+
 # Members who opted out or are bots: their messages are never memory.
 _NOT_MEMORY = "SELECT user_id FROM members WHERE opted_out OR is_bot"
 
-# The newest CANDIDATES matches in the chat are ranked (bm25() is smaller for a better match;
-# text counts twice as much as the sender's name, the chat column not at all), then filtered.
+# Each word's newest matches in the chat (before the window), together, then filtered.
+_SQLITE_ARM = f"""SELECT id FROM (
+    SELECT rowid AS id FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q{{i}} {{bound}}
+    ORDER BY rowid DESC LIMIT :per_word)"""
 _SQLITE_SEARCH = f"""
-SELECT m.message_id, m.sender_id, m.sender_name, m.text, m.date, f.rank
-FROM (
-    SELECT rowid AS id, -bm25({FTS_TABLE}, 1.0, 0.5, 0.0) AS rank
-    FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :query {{bound}}
-    ORDER BY rowid DESC LIMIT :candidates
-) AS f JOIN messages AS m ON m.id = f.id
+SELECT m.message_id, m.sender_id, m.sender_name, m.text, m.date
+FROM ({{arms}}) AS f JOIN messages AS m ON m.id = f.id
 WHERE m.chat_id = :chat_id
   AND NOT m.from_bot
   AND (m.sender_id IS NULL OR m.sender_id NOT IN ({_NOT_MEMORY}))
   {{filters}}
-ORDER BY f.rank DESC, m.date DESC
-LIMIT :limit
+ORDER BY m.id DESC
 """
 
+_POSTGRES_ARM = f"""(SELECT id FROM messages
+    WHERE {SEARCH_COLUMN} @@ to_tsquery('{TEXT_SEARCH_CONFIG}', :q{{i}}) AND chat_id = :chat_id
+    {{bound}} ORDER BY id DESC LIMIT :per_word)"""
 _POSTGRES_SEARCH = f"""
-SELECT m.message_id, m.sender_id, m.sender_name, m.text, m.date,
-       ts_rank(m.{SEARCH_COLUMN}, f.query) AS rank
-FROM (
-    SELECT id, q.query
-    FROM messages, to_tsquery('{TEXT_SEARCH_CONFIG}', :query) AS q(query)
-    WHERE {SEARCH_COLUMN} @@ q.query AND chat_id = :chat_id {{bound}}
-    ORDER BY id DESC LIMIT :candidates
-) AS f JOIN messages AS m ON m.id = f.id
+SELECT m.message_id, m.sender_id, m.sender_name, m.text, m.date
+FROM ({{arms}}) AS f JOIN messages AS m ON m.id = f.id
 WHERE NOT m.from_bot
   AND (m.sender_id IS NULL OR m.sender_id NOT IN ({_NOT_MEMORY}))
   {{filters}}
-ORDER BY rank DESC, m.date DESC
-LIMIT :limit
+ORDER BY m.id DESC
 """

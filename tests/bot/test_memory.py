@@ -15,6 +15,7 @@ import pytest
 
 from bot.memory import (
     MEMORY_KEY,
+    Candidates,
     Memory,
     MemorySpec,
     Window,
@@ -138,7 +139,7 @@ async def test_memory_never_holds_the_context_or_anything_after_it(tmp_path: Pat
         window = Window.of(GROUP, middle, history[:5])
         assert {"bike", "prague"} <= set(window.terms)
         with bot.sessions.begin() as session:
-            found = remembered(session, window, 10)
+            found = remembered(Candidates.search(session, window), 10)
         assert sorted(found) == [
             f"{MEMORY_PREFIX} 2026-10-02 Bob: Prague trip was amazing, the bridge at night",
             f"{MEMORY_PREFIX} 2026-10-03 Carol: my bike has a flat tyre again",

@@ -22,9 +22,10 @@ from storage.history import (
     upsert_member,
 )
 from storage.models import Chat, Message
-from storage.search import search_messages, search_words
+from storage.search import FoundMessage, search_candidates, search_messages, search_words
 from storage.writer import MessageRecord, MessageWriter
 from tests.storage.conftest import at
+from training.memory_search import CANDIDATES, Doc, scores
 
 CHAT, OTHER = -1001, -1002
 HUGO, MIA, BOT = 1, 2, 99
@@ -56,9 +57,18 @@ def store(
     )
 
 
+def rank(words, found: list[FoundMessage]) -> list[float]:
+    """The bot's rule (training.memory_search), as bot.memory passes it."""
+    return scores(words, [Doc.of(m.text, m.sender_name) for m in found])
+
+
+def search(session, chat: int, terms, **kw) -> list[FoundMessage]:
+    return search_messages(session, chat, terms, rank=rank, candidates=CANDIDATES, **kw)
+
+
 def found_ids(Session, terms, chat: int = CHAT, **kw) -> list[int]:
     with Session.begin() as session:
-        return [m.message_id for m in search_messages(session, chat, terms, **kw)]
+        return [m.message_id for m in search(session, chat, terms, **kw)]
 
 
 def seed(Session) -> None:
@@ -74,7 +84,7 @@ def seed(Session) -> None:
 def test_finds_by_any_term_best_first_in_this_chat_only(Session) -> None:
     seed(Session)
     with Session.begin() as session:
-        found = search_messages(session, CHAT, ["chain", "bike"])
+        found = search(session, CHAT, ["chain", "bike"])
     # both terms beat one; the bot's own post and the other chat's message never appear
     assert [m.message_id for m in found] == [3, 1]
     assert found[0].rank >= found[1].rank
@@ -102,6 +112,20 @@ def test_before_exclude_and_sender_filters(Session) -> None:
     assert sorted(found_ids(Session, ["bike"], exclude_message_ids=[3, 7])) == [1]
     assert found_ids(Session, ["bike", "prague"], sender_id=MIA) == [7, 2]
     assert found_ids(Session, ["bike"], sender_id=MIA, before=at(7)) == []
+
+
+def test_only_the_newest_candidates_are_ranked_and_equal_scores_go_to_the_newer(Session) -> None:
+    with Session.begin() as session:
+        for i in range(1, 6):
+            store(session, i, HUGO, "Hugo", f"pizza night {i}", i)
+        store(session, 6, MIA, "Mia", "pizza pizza pizza", 6)
+        store(session, 7, MIA, "Mia", "anyone", 7)
+    with Session.begin() as session:
+        newest = search_candidates(session, CHAT, ["pizza"], limit=3, before=at(7))
+        assert [m.message_id for m in newest] == [6, 5, 4]  # newest first, then the cap
+        ranked = search_messages(session, CHAT, ["pizza"], rank=rank, candidates=3, limit=3)
+    assert [m.message_id for m in ranked] == [6, 5, 4]  # 6 says it most; 5 and 4 tie: newer
+    assert found_ids(Session, ["pizza", "night"], sender_id=HUGO, limit=2) == [5, 4]
 
 
 def test_sender_name_is_searchable_but_text_weighs_more(Session) -> None:

@@ -3,14 +3,16 @@
 The bot gives the model, before the live conversation, a few older messages relevant to it
 (``memory:`` lines) and, for the friend it plays, a few of that friend's own earlier messages
 (``voice:`` lines; ``training.formatting``). A model learns to use such lines only if it was
-trained with them, so ``prepare --memory`` builds the same for every pair:
+trained with them, so ``prepare --memory`` builds the same for every pair.
 
-- **memory**: the ``MEMORY_LINES`` older messages that best match the pair's context, ranked by
-  SQLite FTS5's bm25 over the context's search words (``training.formatting.memory_terms``,
-  the words the bot searches with);
-- **voice**: the ``VOICE_LINES`` earlier messages *of the pair's responder* that best match the
-  context; when none shares a word with it, that friend's most recent earlier messages (a
-  friend's pet phrases are worth showing even when the topic is new).
+Both are picked by ``training.memory_search``, the rule the bot searches its database with
+(same terms, the same ``CANDIDATES`` newest matches, the same ranking, the same voice
+fallback), here over an in-memory SQLite FTS5 index of the chat's earlier training messages:
+
+- **memory**: the ``MEMORY_LINES`` best candidates for the pair's context;
+- **voice**: the ``VOICE_LINES`` best candidates *of the pair's responder*, padded with that
+  friend's most recent earlier messages (a friend's pet phrases are worth showing even when
+  the topic is new).
 
 **Where memory may come from (no leakage).** Only from *train-split sessions of the same chat
 that precede the pair's session*, for pairs of every split. The index is filled session by
@@ -25,19 +27,20 @@ queried and only when it is a training session. So:
   validation/test sessions would be fair (it is their past) but makes the two kinds of pairs
   see different memories; one rule for all keeps it simple and safe.
 
-**Cost.** bm25 has to score every message that contains a query word, so a word found in much
-of the history (``ubuntu`` in #ubuntu, ``pizza`` in a friends' chat) makes each query scan a
-large share of a million messages while adding next to nothing to the ranking (its inverse
-document frequency is near zero). Query words found in more than ``COMMON_SHARE`` of the
-indexed messages (and at least ``COMMON_MIN`` of them) are therefore left out of the query;
-what remains is searched exactly. Results are cached per session by their word list.
+**Cost.** A search ranks at most ``CANDIDATES`` messages, so a word found in much of the
+history costs no more than a rare one. Results are cached per session by their word list.
+
+**Where the bot differs, on purpose.** The bot's candidates are every older message of the
+chat (its database has no splits, and the earlier part of the current conversation is
+memory too); here only earlier *training sessions*. Where the two histories are the same, so
+are the lines (``tests/training/test_memory_matches_bot.py``).
 """
 
 from __future__ import annotations
 
 import heapq
 import sqlite3
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -47,12 +50,11 @@ import pyarrow as pa
 
 from training.data.columns import as_numpy
 from training.formatting import memory_line, memory_terms, voice_line
+from training.memory_search import TERMS, Doc, best, per_word, query_words
 
 MEMORY_LINES = 3
 VOICE_LINES = 2
-MEMORY_TERMS = 8  # memory_terms' default limit: the bot's query
-COMMON_SHARE = 0.05
-COMMON_MIN = 200
+MEMORY_TERMS = TERMS  # the bot's query
 MEMORY_COLUMNS = (
     ("memory", pa.list_(pa.string())),
     ("voice", pa.list_(pa.string())),
@@ -137,6 +139,7 @@ def build_memory(
     chat = as_numpy(turns["chat_id"])
     who = _sender_codes(turns["sender_id"])
     bounds = np.r_[np.flatnonzero(starts), n]
+    names = turns["sender"].to_pylist()
     index, searches = _Index(), 0
     for a, b in pairwise(bounds):
         a, b = int(a), int(b)
@@ -147,68 +150,70 @@ def build_memory(
         words = [_words(text) for text in texts]
         rows = a + np.flatnonzero(eligible[a:b])
         if index.size and rows.size:
-            cache: dict[tuple[tuple[str, ...], int], tuple[list[int], list[int]]] = {}
+            cache: dict[tuple[str, ...], list[int]] = {}
             for row in rows:
                 context = set().union(*words[int(lo[row]) - a : int(row) - a])
-                key = (index.query_terms(_ranked(context)), int(who[row]))
-                if key not in cache:
-                    cache[key] = index.search(*key)
-                found, own = cache[key]
-                memory[row, : len(found)] = found
+                terms = tuple(_ranked(context))
+                if terms not in cache:
+                    cache[terms] = index.search(terms)
+                found, sender = cache[terms], int(who[row])
+                memory[row, : min(MEMORY_LINES, len(found))] = found[:MEMORY_LINES]
+                own = index.voice(found, sender)
                 voice[row, : len(own)] = own
         if is_train[a]:
-            index.add(range(a, b), texts, words, who[a:b])
+            index.add(range(a, b), texts, names[a:b], who[a:b])
     return _rendered(turns, memory, voice, searches + index.searches)
 
 
 class _Index:
-    """An in-memory FTS5 index of one chat's training messages, added session by session."""
+    """An in-memory FTS5 index of one chat's training messages, added session by session,
+    searched by ``training.memory_search``'s rule (as the bot searches its database)."""
 
     def __init__(self) -> None:
         self.db = sqlite3.connect(":memory:")
-        self.db.execute("CREATE VIRTUAL TABLE m USING fts5(text, who, tokenize='unicode61')")
+        self.db.execute(
+            "CREATE VIRTUAL TABLE m USING fts5(text, sender_name, "
+            "tokenize='unicode61 remove_diacritics 2')"  # the bot's index tokenizes alike
+        )
         self.size = 0
-        self.df: Counter[str] = Counter()  # messages containing each word (for COMMON_SHARE)
         self.searches = 0
+        self.docs: dict[int, Doc] = {}
+        self.sender: dict[int, int] = {}  # turn -> sender code
         self.recent: dict[int, deque[int]] = {}  # each sender's newest turns, newest first
 
-    def add(
-        self, turn_ids: range, texts: list[str], words: list[set[str]], who: np.ndarray
-    ) -> None:
+    def add(self, turn_ids: range, texts: list[str], names: list[str], who: np.ndarray) -> None:
         senders = who.tolist()
         self.db.executemany(
-            "INSERT INTO m(rowid, text, who) VALUES (?, ?, ?)",
-            ((i, t, f"s{w}") for i, t, w in zip(turn_ids, texts, senders, strict=True)),
+            "INSERT INTO m(rowid, text, sender_name) VALUES (?, ?, ?)",
+            zip(turn_ids, texts, names, strict=True),
         )
-        for i, found, sender in zip(turn_ids, words, senders, strict=True):
-            self.df.update(found)
+        for i, text, name, sender in zip(turn_ids, texts, names, senders, strict=True):
+            self.docs[i] = Doc.of(text, name)
+            self.sender[i] = sender
             self.recent.setdefault(sender, deque(maxlen=VOICE_LINES)).appendleft(i)
         self.size += len(texts)
 
-    def query_terms(self, terms: list[str]) -> tuple[str, ...]:
-        """``terms`` without the words too common to be worth scanning for (module doc)."""
-        common = max(COMMON_MIN, COMMON_SHARE * self.size)
-        return tuple(t for t in terms if 0 < self.df[t] <= common)
-
-    def search(self, terms: tuple[str, ...], who: int) -> tuple[list[int], list[int]]:
-        """(memory turns, voice turns of sender ``who``), best first."""
+    def search(self, terms: tuple[str, ...]) -> list[int]:
+        """The candidate turns for ``terms``, best first (``training.memory_search``)."""
         self.searches += 1
-        found: list[int] = []
-        own: list[int] = []
-        if terms:
-            words = " OR ".join(f'"{t}"' for t in terms)
-            found = self._rowids(f"text : ({words})", MEMORY_LINES)
-            own = self._rowids(f"who : s{who} AND text : ({words})", VOICE_LINES)
+        if not terms:
+            return []
+        words = query_words(terms)
+        arm = "SELECT rowid FROM m WHERE m MATCH ? ORDER BY rowid DESC LIMIT ?"
+        cursor = self.db.execute(
+            " UNION ".join(f"SELECT * FROM ({arm})" for _ in words) + " ORDER BY 1 DESC",
+            [x for w in words for x in (f'{{text sender_name}} : "{w}"', per_word(words))],
+        )
+        found = [r for (r,) in cursor]  # newest first, as the bot's candidates
+        return [found[i] for i in best(terms, [self.docs[r] for r in found])]
+
+    def voice(self, found: list[int], who: int) -> list[int]:
+        """Sender ``who``'s best candidates, padded with their latest messages."""
+        own = [r for r in found if self.sender[r] == who][:VOICE_LINES]
         if len(own) < VOICE_LINES:
             recent = self.recent.get(who, ())
             own += [r for r in recent if r not in own][: VOICE_LINES - len(own)]
-        return found, own
-
-    def _rowids(self, match: str, limit: int) -> list[int]:
-        cursor = self.db.execute(
-            "SELECT rowid FROM m WHERE m MATCH ? ORDER BY rank LIMIT ?", (match, limit)
-        )
-        return [r for (r,) in cursor]
+        return own
 
 
 def _words(text: str) -> set[str]:
