@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,12 +32,6 @@ ALICE = FakeUser(101, "Alice", "alice")  # the admin
 BOB = FakeUser(102, "Bob", "bobby")
 CAROL = FakeUser(103, "Carol")
 POST = re.compile(r"^<b>(?P<name>[^<]+)</b>: (?P<text>.+)$", re.S)
-
-
-@pytest.fixture
-def tg() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as server:
-        yield server
 
 
 @pytest.fixture

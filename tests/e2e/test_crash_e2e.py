@@ -33,12 +33,6 @@ KILL_WHEN_CONFIRMED = (1, 300, 700)
 START_TIMEOUT_S = 120.0  # loading the models; a busy machine is slow to import torch
 
 
-@pytest.fixture
-def tg() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as server:
-        yield server
-
-
 class BotProcess:
     """``friendbot run`` against the fake server, on one database, restartable."""
 

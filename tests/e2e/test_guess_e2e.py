@@ -16,7 +16,6 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,12 +36,6 @@ BOB = FakeUser(102, "Bob", "bobby")
 CAROL = FakeUser(103, "Carol")
 DAVE = FakeUser(104, "Dave")  # opts out
 THREE_DAYS_AGO = int(time.time()) - 3 * 86400
-
-
-@pytest.fixture
-def tg() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as server:
-        yield server
 
 
 @pytest.fixture

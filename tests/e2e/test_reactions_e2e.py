@@ -8,7 +8,6 @@ A member's reply that quotes the bot counts as liking it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,6 @@ from tests.e2e.test_bot_e2e import ALICE, BOB, CAROL, GROUP, make_settings, ment
 
 DAVE = FakeUser(104, "Dave")
 ELSEWHERE = FakeChat(-1009999999999, "Not ours")
-
-
-@pytest.fixture
-def tg() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as server:
-        yield server
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ cannot (its vocabulary has no "z"), so the reply text tells which model answered
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,12 +30,6 @@ BOB = FakeUser(102, "Bob", "bobby")
 ADMIN_DM = FakeChat(ADMIN.id, None, "private")
 ZZZ = {"Alice": ["zzz"], "Bob": ["zzz"], "Carol": ["zzz"]}
 TRAIN_ARGS = "--max-steps 10 --token-budget 1024 --tiny-vocab 300 --eval-every 100 --no-progress"
-
-
-@pytest.fixture
-def tg() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as server:
-        yield server
 
 
 @pytest.fixture

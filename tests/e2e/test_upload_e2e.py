@@ -12,7 +12,6 @@ import io
 import json
 import shutil
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,6 @@ BOB = FakeUser(102, "Bob", "bobby")
 ADMIN_DM = FakeChat(ADMIN.id, None, "private")
 BOB_DM = FakeChat(BOB.id, None, "private")
 START = 1_764_000_000  # 2025-11-24 16:00 UTC
-
-
-@pytest.fixture
-def tg() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as server:
-        yield server
 
 
 @pytest.fixture
