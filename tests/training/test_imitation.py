@@ -174,6 +174,32 @@ def test_measure_imitation_scores_each_reply_set() -> None:
     assert "| voice | 1.000 |" in markdown and "| Kat | 5 | 1.000 |" in markdown
 
 
+def test_persona_balanced_voice_scores_one_voice_at_one_over_n() -> None:
+    """Kat asked for 3 in 4 prompts: answering everything in Kat's voice scores 0.75 on the
+    plain share (the majority) but 1/2 balanced, and chance is 1/2 on the balanced measure."""
+    train = _rows(80, seed=0)
+    rng = random.Random(5)
+    test = [r for r in _rows(16, seed=1) if r["sender"] == "Kat"]
+    test += [r for r in _rows(12, seed=2) if r["sender"] == "Kat"]
+    test += [r for r in _rows(8, seed=3) if r["sender"] == "Lee"]
+    test += [r for r in _rows(12, seed=4) if r["sender"] == "Lee"][:1]  # 14 Kat, 5 Lee
+    assert sum(r["sender"] == "Kat" for r in test) == 14 and len(test) == 19
+
+    def all_kat(prompts: list[str], options: DecodeOptions) -> list[str]:
+        return [f"Kat: {_styled('Kat', rng)}" for _ in prompts]
+
+    report = measure_imitation(test, train, all_kat, {"greedy": GREEDY_DECODING})
+    assert report is not None
+    assert report["voice_chance"] == pytest.approx(14 / 19)
+    assert report["voice_chance_balanced"] == 0.5
+    assert report["voice_ceiling_balanced"] == 1.0
+    greedy = report["greedy"]
+    assert greedy["voice"] == pytest.approx(14 / 19)  # every Kat prompt right, every Lee wrong
+    assert greedy["voice_balanced"] == pytest.approx(0.5)
+    markdown = "\n".join(imitation_markdown(report))
+    assert "| voice_balanced | 0.500 |" in markdown and "chance **0.500**" in markdown
+
+
 def test_measure_imitation_needs_two_speakers() -> None:
     train = [r for r in _rows(80, seed=0) if r["sender"] == "Kat"]
     assert (
