@@ -134,10 +134,11 @@ def encode_source(tokenizer: PreTrainedTokenizerBase, prompt: str, max_length: i
     """Token ids of ``prompt`` (with eos) in at most ``max_length`` tokens, newest lines kept.
 
     When a conversation is too long, the oldest lines are the least useful, so they go first,
-    whole. A turn that does not fit whole keeps its ``Sender:`` and the end of its text (who
-    spoke last is what the next speaker depends on most: on a real Slack channel half of the
-    messages follow one by the same sender, and more than half of the newest lines were longer
-    than the tiny model's 32 tokens, so cutting them from the left lost every such name).
+    whole. The newest turn, when it does not fit whole, keeps its ``Sender:`` and the end of
+    its text (who spoke last is what the next speaker depends on most: on a real Slack channel
+    half of the messages follow one by the same sender, and more than half of the newest lines
+    were longer than the tiny model's 32 tokens, so cutting them from the left lost every such
+    name).
     Training and the bot both encode through here, so they truncate alike.
     """
     ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
@@ -183,22 +184,26 @@ def keep_newest_lines(
 ) -> list[int]:
     """The newest lines' ids that fit in ``max_length`` with ``eos``, oldest first.
 
-    Whole lines while they fit; then the first line that does not fit is cut to its head
-    (``heads[i]`` ids: its ``Sender:``) and the end of its text, when at least
-    ``MIN_CUT_TEXT`` ids of text fit, and the older lines are dropped. A headless newest line
+    Whole lines while they fit; the first line that does not fit is dropped with all older
+    ones, except when it is the newest turn (no line with a head kept yet): then it keeps its
+    head (``heads[i]`` ids: its ``Sender:``) and the end of its text, when at least
+    ``MIN_CUT_TEXT`` ids of text fit. Older turns are never cut (on the synthetic sample,
+    filling the window with a cut older turn cost speaker accuracy). A headless newest line
     keeps its end. Split out of ``encode_source`` so that training can tokenize the lines of
     all its over-long prompts in one batched call and still truncate exactly as the bot does.
     """
     budget = max_length - 1
     kept: list[list[int]] = []
+    turn_kept = False
     for i in range(len(per_line) - 1, -1, -1):
         line_ids = per_line[i]
+        head = heads[i] if heads else 0
         if len(line_ids) <= budget:
             kept.append(line_ids)
             budget -= len(line_ids)
+            turn_kept = turn_kept or bool(head)
             continue
-        head = heads[i] if heads else 0
-        if head and budget - head >= MIN_CUT_TEXT:
+        if head and not turn_kept and budget - head >= MIN_CUT_TEXT:
             kept.append([*line_ids[:head], *line_ids[len(line_ids) - (budget - head) :]])
         elif not kept:  # even the newest line alone is too long: keep its end
             kept.append(line_ids[-budget:])
