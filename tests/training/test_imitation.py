@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -236,13 +237,23 @@ def test_decoding_defaults_guard_against_loops_for_both_decodings() -> None:
 
 
 def test_generation_with_the_guards_never_loops(model_dir: Path) -> None:  # noqa: F811
-    """Forced to write 40 tokens, the tiny model loops unless the guards are on."""
+    """Forced to write 40 tokens, the tiny model loops unless the guards are on.
+
+    Unguarded, the loop may be in sub-word pieces ("Annnnnnn", "samees 😂!!!l samees") that
+    the word measure does not see, so the premise is checked on token 3-grams.
+    """
     model, info = load_model(model_dir)
     tokenizer = info.tokenizer
     prompts = ["Ann: omg yes 😂\nreply as Ben:", "Dan: LETS GO!!!", "Cleo: see you at ten."]
     forced = replace(GREEDY_DECODING, max_new_tokens=40, min_new_tokens=40)
     unguarded = replace(forced, no_repeat_ngram_size=0, repetition_penalty=1.0)
-    assert any(loops(r) for r in generate(model, tokenizer, prompts, 64, unguarded))
+
+    def token_loops(text: str) -> bool:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        grams = Counter(tuple(ids[i : i + 3]) for i in range(len(ids) - 2))
+        return bool(grams) and max(grams.values()) >= 3
+
+    assert any(token_loops(r) for r in generate(model, tokenizer, prompts, 64, unguarded))
     for opts in (forced, replace(BOT_DECODING, max_new_tokens=40, min_new_tokens=40, seed=0)):
         assert not any(loops(r) for r in generate(model, tokenizer, prompts, 64, opts))
 
