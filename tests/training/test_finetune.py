@@ -445,3 +445,28 @@ def test_resume_never_unpickles_planted_code(chat_data: Path, tmp_path: Path) ->
     assert str(err.value).startswith(f"{ckpt / 'optimizer.pt'}: not a plain tensor file")
     assert "\n" not in str(err.value)
     assert not marker.exists()
+
+
+def test_train_tokens_caps_the_planned_steps(tmp_path: Path) -> None:
+    """A large chat stops at the token cap, a small one at its epochs (0: no cap)."""
+    from training.model.loop import DataOrder
+
+    class Fixed(DataOrder):
+        """Three epochs of four steps of 100 real tokens each."""
+
+        def __init__(self) -> None:
+            pass
+
+        def epoch(self, epoch: int):  # type: ignore[no-untyped-def]
+            return [], [[[0]]] * 4, [100] * 4
+
+    order = Fixed()
+    assert order.planned_steps(3, 0) == 12
+    assert order.planned_steps(3, 250) == 3  # the step that passes 250 tokens is the last
+    assert order.planned_steps(3, 700) == 7
+    assert order.planned_steps(3, 10_000) == 12  # a small chat ends with its epochs
+    tiny = TrainConfig(data=tmp_path, out=tmp_path / "m")
+    assert tiny.train_tokens == 1_500_000
+    assert TrainConfig(data=tmp_path, out=tmp_path / "m", base_model="t5-small").train_tokens == 0
+    with pytest.raises(InputError, match="--train-tokens -1"):
+        TrainConfig(data=tmp_path, out=tmp_path / "m", train_tokens=-1)

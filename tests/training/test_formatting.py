@@ -77,3 +77,28 @@ def test_memory_terms_keep_topic_words_and_drop_function_words() -> None:
     assert terms.count("bike") == 1
     assert not {"the", "did", "his"} & set(terms)
     assert len(memory_terms("word " * 3 + " ".join(f"topic{i}" for i in range(20)))) == 8
+
+
+def test_a_turn_too_long_to_fit_keeps_its_sender_and_the_end_of_its_text() -> None:
+    """Cut from the left, a long newest line lost the name of who spoke last; now it keeps
+    `Sender:` and its text's end, and a persona prompt keeps a cut last turn instead of none."""
+    from training.model.batching import encode_texts
+
+    words = " ".join(f"w{i}" for i in range(60))
+    lines = ["Ann: short one", f"Bob: {words}"]
+    tokenizer = train_tokenizer([*lines, "reply as Ann:"] * 20, vocab_size=150)
+    free = encode_source(tokenizer, build_prompt(lines), max_length=24)
+    text = tokenizer.decode(free, skip_special_tokens=True)
+    assert len(free) <= 24 and text.startswith("Bob:") and text.endswith("w59")
+    assert "Ann" not in text and "w0 " not in text
+    hinted = encode_source(tokenizer, build_prompt(lines, persona="Ann"), max_length=24)
+    text = tokenizer.decode(hinted, skip_special_tokens=True)
+    assert text.startswith("Bob:") and "w59" in text and text.endswith("reply as Ann:")
+    # a budget too small for the name and a few words keeps the end, as before
+    tiny = encode_source(tokenizer, build_prompt(lines), max_length=4)
+    assert len(tiny) == 4 and "Bob" not in tokenizer.decode(tiny, skip_special_tokens=True)
+    prompts = [build_prompt(lines), build_prompt(lines, persona="Ann"), "memory: 2020 " + words]
+    for max_length in (4, 12, 24):
+        assert encode_texts(tokenizer, prompts, max_length) == [
+            encode_source(tokenizer, p, max_length) for p in prompts
+        ]

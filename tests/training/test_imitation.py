@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -174,6 +175,32 @@ def test_measure_imitation_scores_each_reply_set() -> None:
     assert "| voice | 1.000 |" in markdown and "| Kat | 5 | 1.000 |" in markdown
 
 
+def test_persona_balanced_voice_scores_one_voice_at_one_over_n() -> None:
+    """Kat asked for 3 in 4 prompts: answering everything in Kat's voice scores 0.75 on the
+    plain share (the majority) but 1/2 balanced, and chance is 1/2 on the balanced measure."""
+    train = _rows(80, seed=0)
+    rng = random.Random(5)
+    test = [r for r in _rows(16, seed=1) if r["sender"] == "Kat"]
+    test += [r for r in _rows(12, seed=2) if r["sender"] == "Kat"]
+    test += [r for r in _rows(8, seed=3) if r["sender"] == "Lee"]
+    test += [r for r in _rows(12, seed=4) if r["sender"] == "Lee"][:1]  # 14 Kat, 5 Lee
+    assert sum(r["sender"] == "Kat" for r in test) == 14 and len(test) == 19
+
+    def all_kat(prompts: list[str], options: DecodeOptions) -> list[str]:
+        return [f"Kat: {_styled('Kat', rng)}" for _ in prompts]
+
+    report = measure_imitation(test, train, all_kat, {"greedy": GREEDY_DECODING})
+    assert report is not None
+    assert report["voice_chance"] == pytest.approx(14 / 19)
+    assert report["voice_chance_balanced"] == 0.5
+    assert report["voice_ceiling_balanced"] == 1.0
+    greedy = report["greedy"]
+    assert greedy["voice"] == pytest.approx(14 / 19)  # every Kat prompt right, every Lee wrong
+    assert greedy["voice_balanced"] == pytest.approx(0.5)
+    markdown = "\n".join(imitation_markdown(report))
+    assert "| voice_balanced | 0.500 |" in markdown and "chance **0.500**" in markdown
+
+
 def test_measure_imitation_needs_two_speakers() -> None:
     train = [r for r in _rows(80, seed=0) if r["sender"] == "Kat"]
     assert (
@@ -210,13 +237,23 @@ def test_decoding_defaults_guard_against_loops_for_both_decodings() -> None:
 
 
 def test_generation_with_the_guards_never_loops(model_dir: Path) -> None:  # noqa: F811
-    """Forced to write 40 tokens, the tiny model loops unless the guards are on."""
+    """Forced to write 40 tokens, the tiny model loops unless the guards are on.
+
+    Unguarded, the loop may be in sub-word pieces ("Annnnnnn", "samees 😂!!!l samees") that
+    the word measure does not see, so the premise is checked on token 3-grams.
+    """
     model, info = load_model(model_dir)
     tokenizer = info.tokenizer
     prompts = ["Ann: omg yes 😂\nreply as Ben:", "Dan: LETS GO!!!", "Cleo: see you at ten."]
     forced = replace(GREEDY_DECODING, max_new_tokens=40, min_new_tokens=40)
     unguarded = replace(forced, no_repeat_ngram_size=0, repetition_penalty=1.0)
-    assert any(loops(r) for r in generate(model, tokenizer, prompts, 64, unguarded))
+
+    def token_loops(text: str) -> bool:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        grams = Counter(tuple(ids[i : i + 3]) for i in range(len(ids) - 2))
+        return bool(grams) and max(grams.values()) >= 3
+
+    assert any(token_loops(r) for r in generate(model, tokenizer, prompts, 64, unguarded))
     for opts in (forced, replace(BOT_DECODING, max_new_tokens=40, min_new_tokens=40, seed=0)):
         assert not any(loops(r) for r in generate(model, tokenizer, prompts, 64, opts))
 

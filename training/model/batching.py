@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from training.formatting import keep_newest_lines
+from training.formatting import keep_newest_lines, sender_heads
 
 if TYPE_CHECKING:
     import torch
@@ -69,12 +69,16 @@ def encode_texts(
     if not long:
         return ids
     lines = [prompts[i].split("\n") for i in long]
-    flat_ids = tokenizer([ln for group in lines for ln in group], add_special_tokens=False)
-    flat_ids, start = flat_ids["input_ids"], 0
+    flat_lines = [ln for group in lines for ln in group]
+    flat_ids = tokenizer(flat_lines, add_special_tokens=False)["input_ids"]
+    flat_heads = sender_heads(tokenizer, flat_lines, flat_ids)
+    start = 0
     for i, group in zip(long, lines, strict=True):
-        per_line = flat_ids[start : start + len(group)]
-        start += len(group)
-        ids[i] = keep_newest_lines(per_line, ids[i][-1], max_length)
+        end = start + len(group)
+        ids[i] = keep_newest_lines(
+            flat_ids[start:end], ids[i][-1], max_length, flat_heads[start:end]
+        )
+        start = end
     return ids
 
 

@@ -20,6 +20,10 @@ TASKS = ("chat", "paraphrase", "joke")
 # (max source tokens, max target tokens) per task when not given
 TASK_LENGTHS = {"chat": (512, 64), "paraphrase": (128, 128), "joke": (32, 128)}
 TINY_CHAT_SOURCE_LENGTH = 32
+# The tiny model's training length in real (non-padding) tokens: what one torch thread gets
+# through in about five CPU minutes (docs/training.md, "Presets"). A small chat reaches its
+# --epochs first; a large one stops here, where the real chats stopped improving anyway.
+TINY_TRAIN_TOKENS = 1_500_000
 # Fewer training pairs than this make a "model" that has learned nothing worth serving (one
 # pair trained without complaint before); --min-examples overrides it for experiments.
 MIN_EXAMPLES = 20
@@ -41,6 +45,11 @@ class TrainConfig:
         None, help="Passes over the training data (default: tiny 8, else 3)."
     )
     max_steps: int | None = option(None, help="Optimizer steps (overrides --epochs).")
+    train_tokens: int | None = option(
+        None,
+        help="Stop after about this many real tokens even within --epochs (default: tiny "
+        "1.5M, about 5 CPU minutes; else 0: no cap).",
+    )
     learning_rate: float | None = option(
         None,
         help="Peak LR (default: 1e-3 tiny or LoRA, else 3e-4).",
@@ -124,6 +133,10 @@ class TrainConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise InputError(f"{name} {value}: must be positive")
+        if self.train_tokens is not None and self.train_tokens < 0:
+            raise InputError(
+                f"--train-tokens {self.train_tokens}: must not be negative (0: no cap)"
+            )
         if not 0.0 <= self.persona_prob <= 1.0:
             raise InputError(f"--persona-prob {self.persona_prob}: must be within [0, 1]")
         if self.lora and not self.merge_lora and self.base_model == TINY:
@@ -144,6 +157,8 @@ class TrainConfig:
         self.max_target_length = self.max_target_length or default_tgt
         if self.epochs is None:
             self.epochs = 8 if tiny else 3
+        if self.train_tokens is None:
+            self.train_tokens = TINY_TRAIN_TOKENS if tiny else 0
         if self.dropout is None and tiny:
             self.dropout = 0.0
         if self.learning_rate is None:

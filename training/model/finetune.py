@@ -61,8 +61,8 @@ log = logging.getLogger(__name__)
 
 LOSS_PLOT = "loss.png"
 RESUME_KEYS = (
-    "base_model", "task", "epochs", "max_steps", "learning_rate", "schedule", "warmup",
-    "weight_decay", "max_grad_norm", "token_budget", "grad_accum", "seed", "dropout",
+    "base_model", "task", "epochs", "max_steps", "train_tokens", "learning_rate", "schedule",
+    "warmup", "weight_decay", "max_grad_norm", "token_budget", "grad_accum", "seed", "dropout",
     "persona_prob", "max_source_length", "max_target_length", "lora", "lora_r", "lora_alpha",
     "lora_targets", "tiny_vocab",
 )  # fmt: skip
@@ -206,7 +206,7 @@ def _plan(config: TrainConfig, run: _Run, data: _Data) -> tuple[DataOrder, int]:
         order.locate(0)  # fails clearly when there is not even one step of data
     else:
         assert config.epochs is not None  # TrainConfig filled in the default
-        total_steps = sum(order.steps_in_epoch(e) for e in range(config.epochs))
+        total_steps = order.planned_steps(config.epochs, config.train_tokens or 0)
     if total_steps == 0:
         raise InputError(f"{config.data}: too little data for one training step")
     return order, total_steps

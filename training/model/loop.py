@@ -105,6 +105,22 @@ class DataOrder:
         """Optimizer steps in one epoch (the last incomplete step's batches are dropped)."""
         return len(self.epoch(epoch)[1])
 
+    def planned_steps(self, epochs: int, token_cap: int) -> int:
+        """Steps in ``epochs`` epochs, or up to the step that reaches ``token_cap`` real tokens
+        (0: no cap). A pure function of the data order, so a resumed run plans the same."""
+        steps = seen = 0
+        for epoch in range(epochs):
+            step_tokens = self.epoch(epoch)[2]
+            if not token_cap:
+                steps += len(step_tokens)
+                continue
+            for tokens in step_tokens:
+                if seen >= token_cap:
+                    return steps
+                seen += tokens
+                steps += 1
+        return steps
+
     def locate(self, step: int) -> tuple[int, int]:
         """(epoch, step within that epoch) of a global step."""
         epoch = 0
