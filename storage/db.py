@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,12 +74,32 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     """Connection pragmas; they are per connection, so a connect event sets them every time."""
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another connection holds the lock it needs.
+
+    SQLite answers this pragma "database is locked" at once, without calling the busy
+    handler, when another connection is converting the same fresh file or is inside its first
+    write (a bot and a scheduler starting together on a new database: the race
+    ``tests/storage/test_db.py`` runs). Waiting as long as any other lock would is what a
+    user expects, so retry for up to the busy timeout, then give up with SQLite's error.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:
