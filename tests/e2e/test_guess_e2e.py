@@ -10,8 +10,6 @@ stored, never the text's quality.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import shutil
@@ -27,6 +25,7 @@ from bot.app import service_of
 from bot.settings import Settings
 from storage.judge import judgements
 from storage.models import GuessRound, GuessVote
+from tests.cli_runner import friendbot_with_bot
 from tests.e2e.fake_telegram import FakeChat, FakeTelegram, FakeUser
 from tests.e2e.harness import running, until
 
@@ -156,7 +155,7 @@ async def test_a_full_round_votes_reveal_store_and_report(
         assert len(rounds_posted(tg)) == 1
 
     # the same numbers from the shell, reading the database only
-    code, output = friendbot_cli("judge-report", "--json")
+    code, output = friendbot_with_bot("judge-report", "--json")
     assert code == 0, output
     data = json.loads(output)
     (model,) = data["by_model"]
@@ -164,22 +163,8 @@ async def test_a_full_round_votes_reveal_store_and_report(
     assert (side["real"], side["votes"]) == (2, 3) and 0 < side["low"] < 2 / 3 < side["high"]
     empty = model["real_voted_real"] if row.is_bot else model["fool_rate"]
     assert empty["votes"] == 0
-    code, output = friendbot_cli("judge-report", "--chat", str(GROUP.id))
+    code, output = friendbot_with_bot("judge-report", "--chat", str(GROUP.id))
     assert code == 0 and f"1 round, 3 votes in chat {GROUP.id}." in output, output
-
-
-def friendbot_cli(*args: str) -> tuple[int, str]:
-    """``friendbot ARGS`` in this process (DATABASE_URL from the test's environment)."""
-    from bot.cli import main
-
-    out = io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue()
 
 
 async def test_an_open_round_survives_a_restart_and_times_out(
