@@ -319,7 +319,7 @@ class FriendBot:
         return persona_reply(candidates, persona)
 
     def model_id(self) -> str:
-        """The served chat model, as rounds and reports name it: its resolved directory."""
+        """The served chat model, as rounds, reports and feedback name it: its directory."""
         return str(self.models.current.chat.model_dir)
 
     async def reply_as(self, chat_id: int, args: Sequence[str], asker: str) -> Reply:
@@ -396,8 +396,7 @@ class FriendBot:
 
     def _origin(self, kind: str, mark: tuple[int | None, int]) -> ReplyOrigin:
         """Where a reply came from (for the group's feedback on it, bot/reactions.py)."""
-        model = getattr(self.models.current.chat, "model_dir", None)
-        return ReplyOrigin(kind, mark[0], mark[1], str(model) if model is not None else None)
+        return ReplyOrigin(kind, mark[0], mark[1], self.model_id())
 
     async def _remember(
         self, chat_id: int
