@@ -1,7 +1,7 @@
 """Real, human-written group chats turned into Telegram Desktop exports for friendbot.
 
 The sample chat in ``examples/`` is synthetic; its people have habits a small model learns
-easily. To see how friendbot does on chats people actually wrote, this script converts two
+easily. To see how friendbot does on chats people actually wrote, this script converts three
 public multi-party chat logs into the ``result.json`` that ``friendbot prepare`` reads:
 
 ``irc``: IRC channel logs in the irclogs.ubuntu.com style, one file per day or sample::
@@ -15,6 +15,17 @@ public multi-party chat logs into the ``result.json`` that ``friendbot prepare``
   files ``data/dev/*.raw.txt`` and ``data/test/*.raw.txt`` (20 samples of 1,250-1,500 lines,
   2004-2016; ``data/train/*.raw.txt`` has 153 more). Data license: CC-BY-4.0
   (``data/LICENSE-data.txt``); Ubuntu states that its channel logs are in the public domain.
+
+``logbot``: the HTML day files (``YYYY-MM-DD.log``) of the PircBot "LogBot" IRC logger::
+
+    <span class="irc-date">[20:01]</span> <span class="irc-black">&lt;tdonohue&gt; related to
+      <a href="https://jira.duraspace.org/browse/DS-1269">DS-1269</a></span><br />
+    <span class="irc-date">[21:19]</span> <span class="irc-brick">* helix84 is lurking</span><br />
+
+  Source used: #duraspace on Freenode, the channel of the DSpace and Fedora repository
+  developers, repository ``duraspace/irclogs`` on GitHub, files ``original-logs/*.log``
+  (one per day, 2009-06-30 to 2018-07-27; we use 2013-2016). The README licenses the logs
+  under CC-BY-4.0 (the scripts in the repository are Apache-2.0).
 
 ``slack``: the XML of "Software-related Slack Chats with Disentangled Conversations"
   (Chatterjee et al., MSR 2020), repository
@@ -31,12 +42,15 @@ public multi-party chat logs into the ``result.json`` that ``friendbot prepare``
 Getting the raw files (this script never downloads anything)::
 
     git clone --depth 1 https://github.com/jkkummerfeld/irc-disentanglement
+    git clone --depth 1 https://github.com/duraspace/irclogs duraspace-irclogs
     git clone --depth 1 \\
         https://github.com/preethac/Software-related-Slack-Chats-with-Disentangled-Conversations
     python bench/real_chats.py irc irc-disentanglement/data/dev irc-disentanglement/data/test \\
         --name "#ubuntu" --out realdata/ubuntu-irc
     python bench/real_chats.py slack \\
         Software-related-*/data/racket/2018/merged-racket-general.xml --out realdata/racket-slack
+    python bench/real_chats.py logbot duraspace-irclogs/original-logs/201[3-6]-*.log \\
+        --name "#duraspace" --out realdata/duraspace-irc
     friendbot prepare realdata/racket-slack/result.json --out realdata/racket-slack/data
 
 What the conversion decides (the rest is in docs/real-chats.md):
@@ -48,13 +62,19 @@ What the conversion decides (the rest is in docs/real-chats.md):
   service messages: a Telegram export has no equivalent and friendbot skips them anyway;
   a nick change keeps the old and new nick as two speakers;
 - an IRC action (``/me yawns``) becomes the message ``*yawns*`` from its sender;
-- bots stay in (``ubottu`` in #ubuntu): ``friendbot prepare --bot NAME`` is the project's way
-  to skip them;
+- LogBot's HTML is read as a person reads the page: links become their visible text,
+  ``&lt;`` becomes ``<``; its colour class tells messages (``irc-black``) and actions
+  (``irc-brick``) from joins, quits, notices and mode changes, which are dropped like IRC's
+  ``===`` lines; a private message to the logger (``&lt;- *nick* ...``) is dropped; a nick's
+  trailing ``_`` or backquote (the client's stand-in when the nick is taken) is removed;
+- bots stay in (``ubottu`` in #ubuntu, ``kompewter`` in #duraspace): ``friendbot prepare
+  --bot NAME`` is the project's way to skip them;
 - IRC logs carry only a time of day. The date comes from the file name (``YYYY-MM-DD``),
   and a time earlier than the one before means the clock wrapped: the next day, or the next
   half day in the old logs that use a 12-hour clock without am/pm (no hour above 12 in the
   file). The dates may therefore be off by a day and the hours by 12; friendbot only uses
-  them for the order and for the gaps that split sessions, which stay right;
+  them for the order and for the gaps that split sessions, which stay right. LogBot writes
+  one file per day, so its clock never wraps;
 - Slack markup is resolved (``<@Name>`` -> ``@Name``, ``<url|label>`` -> ``label``,
   ``&lt;`` -> ``<``); emoji codes such as ``:smile:`` stay as typed;
 - times are written as UTC in ``date`` (Telegram writes the exporting machine's local time).
@@ -64,6 +84,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import html
 import json
 import os
 import re
@@ -89,6 +110,15 @@ IRC_UNTIMED_ACTION = re.compile(r"^=== (\S+) (.+)$")
 IRC_CONTROL = re.compile(r"\x03\d{0,2}(?:,\d{1,2})?|[\x02\x0f\x16\x1d\x1f]")
 FILE_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 SLACK_MARKUP = re.compile(r"<([^<>]*)>")
+# LogBot (PircBot) HTML day logs: one line per event, the colour class says which kind.
+LOGBOT_LINE = re.compile(
+    r'^<span class="irc-date">\[(\d{1,2}):(\d{2})(?::(\d{2}))?\]</span> '
+    r'<span class="irc-(\w+)">(.*)</span><br ?/?>$'
+)
+LOGBOT_SPEECH = {"black", "brick"}  # messages, /me actions; the rest are joins, quits, notices
+LOGBOT_MESSAGE = re.compile(r"^&lt;([^\s&]+)&gt; ?(.*)$")
+LOGBOT_ACTION = re.compile(r"^\* (\S+) ?(.*)$")
+HTML_TAG = re.compile(r"<[^<>]+>")
 # Backwards steps smaller than this are logging jitter, not a clock that wrapped.
 WRAP_TOLERANCE = timedelta(minutes=60)
 
@@ -168,6 +198,68 @@ def irc_parse(line: str) -> tuple[int, int, int, str, str] | None:
         return None
     nick = match.group(4).lstrip("@+%~&")
     return hour, minute, int(match.group(3) or 0), nick, text
+
+
+# --- LogBot (HTML day files) ---------------------------------------------------------------
+
+
+def logbot_lines(path: Path, tally: Tally) -> Iterator[Line]:
+    """The messages of one LogBot day file (``YYYY-MM-DD.log``), in file order."""
+    match = FILE_DATE.search(path.name)
+    if match is None:
+        raise ConversionError(f"{path}: no YYYY-MM-DD in the file name to date its messages")
+    day = datetime(*map(int, match.groups()), tzinfo=UTC)
+    previous: datetime | None = None
+    for line in path.read_bytes().decode("utf-8", errors="replace").split("\n"):
+        fields = logbot_parse(line.rstrip("\r"))
+        if fields is None:
+            if line.strip():
+                tally.skipped["unparsed"] += 1
+            continue
+        hour, minute, second, colour, body = fields
+        if colour not in LOGBOT_SPEECH:
+            tally.skipped["service"] += 1
+            continue
+        spoken = logbot_speech(colour, body)
+        if spoken is None:
+            tally.skipped["private" if body.startswith("&lt;- ") else "unparsed"] += 1
+            continue
+        speaker, text = spoken
+        text = IRC_CONTROL.sub("", text).strip()
+        if not text:
+            tally.skipped["empty"] += 1
+            continue
+        when = day + timedelta(hours=hour, minutes=minute, seconds=second)
+        when = max(when, previous) if previous is not None else when
+        previous = when
+        yield Line(when, speaker, text)
+
+
+def logbot_parse(line: str) -> tuple[int, int, int, str, str] | None:
+    """(hour, minute, second, colour class, HTML body) of a timed line; None otherwise."""
+    match = LOGBOT_LINE.match(line)
+    if match is None:
+        return None
+    hour, minute = int(match.group(1)), int(match.group(2))
+    if hour > 23 or minute > 59:
+        return None
+    return hour, minute, int(match.group(3) or 0), match.group(4), match.group(5)
+
+
+def logbot_speech(colour: str, body: str) -> tuple[str, str] | None:
+    """(nick, plain text) of a channel message or ``/me`` action; None for anything else.
+
+    A nick's trailing ``_`` or backquote is the client's stand-in when the nick is taken
+    (``helix84_`` is helix84 reconnecting), so it is dropped; other suffixes stay.
+    """
+    pattern = LOGBOT_MESSAGE if colour == "black" else LOGBOT_ACTION
+    match = pattern.match(body)
+    if match is None:
+        return None
+    nick = html.unescape(match.group(1)).lstrip("@+%~&")
+    nick = nick.rstrip("_`") or nick
+    text = html.unescape(HTML_TAG.sub("", match.group(2)))
+    return nick, (f"*{text.strip()}*" if colour == "brick" and text.strip() else text)
 
 
 # --- Slack -------------------------------------------------------------------------------
@@ -300,7 +392,11 @@ def input_files(paths: list[Path], pattern: str) -> list[Path]:
 
 
 # kind -> (file pattern searched in directories, reader)
-SOURCES = {"irc": ("*.raw.txt", irc_lines), "slack": ("*.xml", slack_lines)}
+SOURCES = {
+    "irc": ("*.raw.txt", irc_lines),
+    "logbot": ("*.log", logbot_lines),
+    "slack": ("*.xml", slack_lines),
+}
 
 
 def convert(kind: str, paths: list[Path], name: str, tally: Tally) -> dict:
@@ -314,15 +410,15 @@ def convert(kind: str, paths: list[Path], name: str, tally: Tally) -> dict:
     )
     if not lines:
         raise ConversionError(f"{paths[0]}: no messages found in {len(files)} file(s)")
-    return telegram_export(name, lines, casefold_names=kind == "irc")
+    return telegram_export(name, lines, casefold_names=kind in {"irc", "logbot"})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="real_chats.py",
-        description="Convert public IRC logs or Slack XML (see the module docstring for the "
-        "sources and how to get them) into a Telegram Desktop result.json for "
-        "`friendbot prepare`. Nothing is downloaded.",
+        description="Convert public IRC logs (plain or LogBot HTML) or Slack XML (see the "
+        "module docstring for the sources and how to get them) into a Telegram Desktop "
+        "result.json for `friendbot prepare`. Nothing is downloaded.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  python bench/real_chats.py irc irc-disentanglement/data/dev "
         "--name '#ubuntu' --out /tmp/ubuntu\n  friendbot prepare /tmp/ubuntu/result.json "
@@ -333,7 +429,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "paths",
         nargs="+",
         type=Path,
-        help="raw files, or directories searched for *.raw.txt (irc) / *.xml (slack)",
+        help="raw files, or directories searched for *.raw.txt (irc), *.log (logbot) or "
+        "*.xml (slack)",
     )
     parser.add_argument("--out", type=Path, required=True, help="directory for result.json")
     parser.add_argument("--name", help="chat name in the export (default: from the source)")

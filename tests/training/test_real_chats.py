@@ -1,7 +1,7 @@
 """bench/real_chats.py: real IRC and Slack logs become exports that `friendbot prepare` reads.
 
-The IRC excerpts are real #ubuntu logs (CC-BY-4.0, see fixtures/real/README.md); the Slack
-file is hand-written in the layout of a dataset that may not be copied.
+The IRC excerpts are real #ubuntu and #duraspace logs (CC-BY-4.0, see fixtures/real/README.md);
+the Slack file is hand-written in the layout of a dataset that may not be copied.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ REAL = Path(__file__).parent / "fixtures" / "real"
 IRC_2016 = REAL / "2016-06-08_07.raw.txt"
 IRC_2005 = REAL / "2005-08-08_01.raw.txt"
 SLACK = REAL / "handwritten-slack.xml"
+LOGBOT = [REAL / "2013-11-06.log", REAL / "2014-04-22.log"]
 
 
 def run(main: Callable[[list[str]], int | None], *args: str) -> tuple[int, str]:
@@ -134,6 +135,54 @@ def test_prepare_reads_the_converted_irc_excerpt(tmp_path: Path) -> None:
     assert "ubottu" not in per_speaker and sum(per_speaker.values()) == kept - 2
 
 
+def test_logbot_html_becomes_plain_messages(tmp_path: Path) -> None:
+    code, out = run(real_chats.main, "logbot", str(REAL), "--out", str(tmp_path))
+    assert code == 0, out
+    export = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
+    messages = export["messages"]
+    # 25 messages and 2 actions; 16 joins, quits, topic and server notices and one private
+    # message to the logger are left out
+    assert len(messages) == 27
+    assert "27 messages from 7 speakers in 2 file(s)" in out
+    assert "left out: service 16, private 1" in out
+    assert not any("jaime" in m["from"] or "has joined" in m["text"] for m in messages)
+    first = messages[0]
+    assert (first["from"], first["date"]) == ("tdonohue", "2013-11-06T19:47:00")
+    # a link is its visible text; LogBot's escaping is undone once (the bot's own &quot; stays)
+    assert by_text(export, "We have someone looking into the wiki crash... here's the agenda "
+                   "page for when it returns: "
+                   "https://wiki.duraspace.org/display/DSPACE/DevMtg+2013-11-06")  # fmt: skip
+    title = by_text(export, "[ https://jira.duraspace.org/browse/DS-1762 ] - [DS-1762] When run "
+                    "command &quot;dspace index-init&quot; - DuraSpace JIRA")  # fmt: skip
+    assert title["from"] == "kompewter"
+    assert by_text(export, "*volunteers for proofreading duty.*")["from"] == "hpottinger"
+    assert by_text(export, "*too.*")["from"] == "mhwood"
+    # helix84_ is helix84 with the client's "nick taken" underscore: one speaker
+    assert by_text(export, "hi everyone")["from"] == "helix84"
+    assert {m["from"] for m in messages} == {
+        "tdonohue", "bollini", "kompewter", "mhwood", "helix84", "aschweer", "hpottinger",
+    }  # fmt: skip
+    assert not any("<" in m["text"] and "href" in m["text"] for m in messages)
+    dates = [unix(m) for m in messages]
+    assert dates == sorted(dates)
+
+
+def test_prepare_reads_the_converted_logbot_excerpt(tmp_path: Path) -> None:
+    export = convert("logbot", *LOGBOT, out=tmp_path, name="#duraspace")
+    code, out = run(
+        friendbot_main, "prepare", str(tmp_path / "result.json"), "--out", str(tmp_path / "d"),
+        "--bot", "kompewter", "--split", "100/0/0",
+    )  # fmt: skip
+    assert code == 0, out
+    stats = json.loads((tmp_path / "d" / "stats.json").read_text())
+    assert stats["skipped"] == {"bot": 4} and stats["messages_kept"] == 23
+    # 19:47 to 21:12 with no two-hour gap: one session, its opener has no context
+    assert stats["sessions"]["total"] == 1 and stats["pairs"]["train"] == 22
+    per_speaker = stats["pairs_per_speaker"]
+    assert per_speaker["helix84"] == sum(m["from"] == "helix84" for m in export["messages"])
+    assert "helix84_" not in per_speaker and "kompewter" not in per_speaker
+
+
 def test_slack_xml_becomes_readable_text(tmp_path: Path) -> None:
     code, out = run(real_chats.main, "slack", str(SLACK), "--out", str(tmp_path))
     assert code == 0, out
@@ -178,6 +227,8 @@ def test_prepare_reads_the_converted_slack_file(tmp_path: Path) -> None:
         ("irc", "undated.raw.txt", "undated.raw.txt: no YYYY-MM-DD in the file name"),
         ("irc", "missing", "missing: no such file or directory"),
         ("slack", "2016-06-08_07.raw.txt", "2016-06-08_07.raw.txt: not well-formed XML"),
+        ("logbot", "undated.log", "undated.log: no YYYY-MM-DD in the file name"),
+        ("logbot", "2016-06-08.log", "2016-06-08.log: no messages found in 1 file(s)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
