@@ -328,7 +328,8 @@ def bench_arch(
             console.print(
                 f"[bold]{arch.name}[/]: built in {t1 - t0:.1f}s, converted in {t2 - t1:.1f}s, "
                 f"loaded in {load_s['hf']:.2f}s (hf) / {load_s['ct2']:.2f}s (ct2) / "
-                f"{load_s['bot']:.2f}s (bot); {source_tokens} source tokens, "
+                f"{load_s['bot']:.2f}s (bot, {bot.engine._impl.threads} CTranslate2 threads); "
+                f"{source_tokens} source tokens, "
                 f"{NEW_TOKENS} new tokens, {repeats} rounds"
             )
             unguarded = DecodeOptions(
@@ -352,10 +353,12 @@ def bench_arch(
             paths += [(bot_label(k), lambda k=k: bot.reply(k)) for k in candidates]
             wall, cpu = _time_round_robin(paths, repeats, warmup)
             lengths = {k: bot.candidate_lengths(k) for k in candidates}
+            bot_threads = bot.engine._impl.threads
         finally:
             bot.close()
     figures = _figures(arch, source_tokens, repeats, t2 - t1, load_s, wall, cpu)
     figures["candidate_tokens"] = {str(k): v for k, v in lengths.items()}
+    figures["bot_ct2_threads"] = bot_threads
     return figures
 
 
@@ -450,7 +453,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per path")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads (default: as the bot, all cores)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for every path (default: as the bot: HF all cores, CTranslate2 as "
+        "many as are idle when it loads)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument(
