@@ -470,19 +470,23 @@ def _default_ct2_threads() -> int:
     about 0.7x the time of one (flan-t5-base 1,342 vs 1,837 ms); with other work holding the
     cores (load average 2 to 15), one thread was faster every time. So the engine counts the
     idle cores while it loads (``/proc/stat`` over IDLE_SAMPLE_S) and uses that many, at least
-    one; every core but one where the count cannot be read. Chosen again at every (re)load.
+    one, at most MAX_AUTO_THREADS; every core but one where the count cannot be read. Chosen
+    again at every (re)load.
     """
     cores = _available_cores()
     if cores == 1:
         return 1
     idle = _idle_cores()
     if idle is None:
-        return cores - 1
-    threads = max(1, min(cores, int(idle + IDLE_SLACK)))
+        return min(cores - 1, MAX_AUTO_THREADS)
+    threads = max(1, min(cores, MAX_AUTO_THREADS, int(idle + IDLE_SLACK)))
     log.info("CTranslate2 threads: %d (%.1f of %d cores idle)", threads, idle, cores)
     return threads
 
 
+MAX_AUTO_THREADS = 4
+"""CTranslate2's own default thread count (``intra_threads=0``): a batch-1 decoding step is too
+small to split further with profit; only 1 and 2 threads were measured here (2-core machine)."""
 IDLE_SAMPLE_S = 0.25
 IDLE_SLACK = 0.25
 """A core counts as idle when at least 3/4 of it was idle over the sample: clock ticks of

@@ -29,6 +29,7 @@ def _reader(*snapshots: tuple[int, int] | None) -> Callable[[], tuple[int, int] 
         (0.0, 2, 1),  # loaded: still one thread
         (7.9, 4, 4),  # never more than the cores this process may use
         (3.0, 8, 3),
+        (15.9, 16, 4),  # and never more than CTranslate2's own default, 4
     ],
 )
 def test_threads_follow_the_idle_cores(
