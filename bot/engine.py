@@ -489,8 +489,9 @@ MAX_AUTO_THREADS = 4
 small to split further with profit; only 1 and 2 threads were measured here (2-core machine)."""
 IDLE_SAMPLE_S = 0.25
 IDLE_SLACK = 0.25
-"""A core counts as idle when at least 3/4 of it was idle over the sample: clock ticks of
-the kernel's own work, or a logger thread, should not cost an idle machine its second thread."""
+"""Added to the idle cores before rounding down (1.8 idle cores: two threads, 1.7: one): clock
+ticks of the kernel's own work, or a logger thread, should not cost an idle machine its second
+thread."""
 
 
 def _idle_cores(
