@@ -25,6 +25,7 @@ ask a second time. Target: bot reply p50 at most a third of HF greedy p50.
     .venv/bin/python bench/reply_latency.py --arch small base --repeats 8
     .venv/bin/python bench/reply_latency.py --arch tiny          # seconds: a smoke run
     .venv/bin/python bench/reply_latency.py --candidates 1 2 4   # the bot's path per k
+    .venv/bin/python bench/reply_latency.py --arch small --breakdown 1 2   # what each part costs
 """
 
 from __future__ import annotations
@@ -328,7 +329,8 @@ def bench_arch(
             console.print(
                 f"[bold]{arch.name}[/]: built in {t1 - t0:.1f}s, converted in {t2 - t1:.1f}s, "
                 f"loaded in {load_s['hf']:.2f}s (hf) / {load_s['ct2']:.2f}s (ct2) / "
-                f"{load_s['bot']:.2f}s (bot); {source_tokens} source tokens, "
+                f"{load_s['bot']:.2f}s (bot; CTranslate2 threads: {bot.engine._impl.threads}); "
+                f"{source_tokens} source tokens, "
                 f"{NEW_TOKENS} new tokens, {repeats} rounds"
             )
             unguarded = DecodeOptions(
@@ -352,11 +354,97 @@ def bench_arch(
             paths += [(bot_label(k), lambda k=k: bot.reply(k)) for k in candidates]
             wall, cpu = _time_round_robin(paths, repeats, warmup)
             lengths = {k: bot.candidate_lengths(k) for k in candidates}
+            bot_threads = bot.engine._impl.threads
         finally:
             bot.close()
     figures = _figures(arch, source_tokens, repeats, t2 - t1, load_s, wall, cpu)
     figures["candidate_tokens"] = {str(k): v for k, v in lengths.items()}
+    figures["bot_ct2_threads"] = bot_threads
     return figures
+
+
+# What the second candidate costs: bare CTranslate2 calls on the bot's source, one change each
+# from the bot's call (k=2 sampled, both guards, scores), so each row prices one ingredient.
+_SAMPLED = {"beam_size": 1, "sampling_topk": 50, "sampling_topp": 0.9, "sampling_temperature": 0.9}
+_GUARDS = {"no_repeat_ngram_size": 3, "repetition_penalty": 1.2}
+_FIRST_STEP = {"max_decoding_length": 1, "min_decoding_length": 1}
+# num_hypotheses > 1 makes CTranslate2 compute the scores whatever return_scores says
+BREAKDOWN: dict[str, tuple[int, dict]] = {  # label: (copies of the source, options)
+    "greedy k=1, no guards": (1, {"beam_size": 1}),
+    "sampled k=1, guards, scores": (1, {**_SAMPLED, **_GUARDS, "return_scores": True}),
+    "sampled k=1, no guards, no scores": (1, _SAMPLED),
+    "sampled k=2, guards, scores (the bot)": (1, {**_SAMPLED, **_GUARDS, "num_hypotheses": 2}),
+    "  the same, no guards": (1, {**_SAMPLED, "num_hypotheses": 2}),
+    "  the same, top-k 10": (1, {**_SAMPLED, **_GUARDS, "num_hypotheses": 2, "sampling_topk": 10}),
+    "  the same, 2 sources (encoder twice)": (2, {**_SAMPLED, **_GUARDS, "return_scores": True}),
+    "encoder + first step, k=1": (1, {**_SAMPLED, **_GUARDS, **_FIRST_STEP}),
+    "encoder + first step, k=2": (1, {**_SAMPLED, **_GUARDS, **_FIRST_STEP, "num_hypotheses": 2}),
+}
+
+
+def ct2_breakdown(arch: Arch, repeats: int, warmup: int, threads: list[int]) -> dict:
+    """p50 wall and CPU ms of each BREAKDOWN call, per CTranslate2 thread count, round-robin."""
+    import ctranslate2
+    from transformers import AutoTokenizer
+
+    from training.model.ct2 import export_ct2
+    from training.model.model_dir import CT2_DIRNAME
+
+    with tempfile.TemporaryDirectory(prefix="reply-breakdown-") as tmp:
+        model_dir = build_model_dir(arch, Path(tmp) / "model")
+        export_ct2(model_dir, quantization="int8")
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        words = max(w for w in range(1, 60) if _source_length(tokenizer, w) <= 225)
+        source = tokenizer.convert_ids_to_tokens(_source_ids(tokenizer, words))
+        fixed = {"max_decoding_length": NEW_TOKENS, "min_decoding_length": NEW_TOKENS}
+        paths: list[tuple[str, Callable[[], object]]] = []
+        for n in threads:
+            translator = ctranslate2.Translator(
+                str(model_dir / CT2_DIRNAME), device="cpu", inter_threads=1, intra_threads=n
+            )
+            for label, (copies, options) in BREAKDOWN.items():
+                kwargs = {"max_input_length": 0, **fixed, **options}
+                paths.append(
+                    (
+                        f"{n} thread(s): {label}",
+                        lambda t=translator, c=copies, kw=kwargs: t.translate_batch(
+                            [source] * c, **kw
+                        ),
+                    )
+                )
+        wall, cpu = _time_round_robin(paths, repeats, warmup)
+    return {
+        "arch": arch.name,
+        "source_tokens": len(source),
+        "paths": {
+            label: {"p50_ms": percentile(ms, 50), "cpu_p50_ms": percentile(cpu[label], 50)}
+            for label, ms in wall.items()
+        },
+    }
+
+
+def _source_ids(tokenizer, words: int) -> list[int]:
+    return tokenizer("\n".join(chat_lines(words)) + f"\nreply as {PERSONA}:")["input_ids"]
+
+
+def _source_length(tokenizer, words: int) -> int:
+    return len(_source_ids(tokenizer, words))
+
+
+def print_breakdown(results: list[dict]) -> None:
+    table = Table(title=f"Bare CTranslate2 int8 calls, {NEW_TOKENS} new tokens (ms)")
+    for column in ("architecture", "call", "p50", "CPU p50"):
+        table.add_column(column, justify="left" if column in ("architecture", "call") else "right")
+    for result in results:
+        for i, (label, figures) in enumerate(result["paths"].items()):
+            table.add_row(
+                f"{result['arch']} ({result['source_tokens']} tokens)" if i == 0 else "",
+                label,
+                f"{figures['p50_ms']:,.0f}",
+                f"{figures['cpu_p50_ms']:,.0f}",
+            )
+        table.add_section()
+    Console(width=120).print(table)
 
 
 def _time_round_robin(
@@ -450,7 +538,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per path")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads (default: as the bot, all cores)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for every path (default: as the bot: HF all cores, CTranslate2 as "
+        "many as are idle when it loads)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument(
@@ -461,6 +553,15 @@ def main(argv: list[str] | None = None) -> None:
         metavar="K",
         help="time the bot's reply with K candidates, per K (default: REPLY_CANDIDATES' default)",
     )
+    parser.add_argument(
+        "--breakdown",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="THREADS",
+        help="instead: bare CTranslate2 calls that price each part of the bot's call "
+        "(guards, scores, top-k, the second candidate), per CTranslate2 thread count",
+    )
     args = parser.parse_args(argv)
     if args.candidates and min(args.candidates) < 1:
         parser.error("--candidates: each K must be >= 1")
@@ -470,6 +571,15 @@ def main(argv: list[str] | None = None) -> None:
     candidates = args.candidates or [k_sent]
 
     load_before = load_average()
+    if args.breakdown:
+        parts = [
+            ct2_breakdown(ARCHS[a], args.repeats, args.warmup, args.breakdown) for a in args.arch
+        ]
+        print_breakdown(parts)
+        Console().print(f"load average {load_before} before, {load_average()} after")
+        if args.json:
+            args.json.write_text(json.dumps(parts, indent=2) + "\n", encoding="utf-8")
+        return
     results = [
         bench_arch(ARCHS[a], args.repeats, args.warmup, args.threads, candidates) for a in args.arch
     ]

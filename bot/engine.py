@@ -22,6 +22,8 @@ import json
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -460,16 +462,69 @@ def _group(rows: list[T], n: int) -> list[list[T]]:
 
 
 def _default_ct2_threads() -> int:
-    """CTranslate2's threads when INFERENCE_THREADS is unset: every core but one, at least one.
+    """CTranslate2's threads when INFERENCE_THREADS is unset: as many as there are idle cores.
 
     A CTranslate2 step splits each matrix product across its threads and waits for all of them
-    at a barrier, so one thread that another process (or the bot's own event loop, database
-    writer, a retraining) holds up stalls the step. Measured on the 2-core machine with other
-    work running (BENCHMARKS.md, "Reply latency"), one thread answered faster than two at
-    every load seen (load average 2 to 15); two threads only help on an otherwise idle machine
-    (set INFERENCE_THREADS=2 there).
+    at a barrier, so a thread that another process holds up stalls the whole step. Measured on
+    the 2-core machine (BENCHMARKS.md, "Reply latency"): idle, two threads answer a reply in
+    about 0.7x the time of one (flan-t5-base 1,342 vs 1,837 ms); with other work holding the
+    cores (load average 2 to 15), one thread was faster every time. So the engine counts the
+    idle cores while it loads (``/proc/stat`` over IDLE_SAMPLE_S) and uses that many, at least
+    one, at most MAX_AUTO_THREADS; every core but one where the count cannot be read. Chosen
+    again at every (re)load.
     """
-    return max(1, _available_cores() - 1)
+    cores = _available_cores()
+    if cores == 1:
+        return 1
+    idle = _idle_cores()
+    if idle is None:
+        return min(cores - 1, MAX_AUTO_THREADS)
+    threads = max(1, min(cores, MAX_AUTO_THREADS, int(idle + IDLE_SLACK)))
+    log.info("CTranslate2 threads: %d (%.1f of %d cores idle)", threads, idle, cores)
+    return threads
+
+
+MAX_AUTO_THREADS = 4
+"""CTranslate2's own default thread count (``intra_threads=0``): a batch-1 decoding step is too
+small to split further with profit; only 1 and 2 threads were measured here (2-core machine)."""
+IDLE_SAMPLE_S = 0.25
+IDLE_SLACK = 0.25
+"""Added to the idle cores before rounding down (1.8 idle cores: two threads, 1.7: one): clock
+ticks of the kernel's own work, or a logger thread, should not cost an idle machine its second
+thread."""
+
+
+def _idle_cores(
+    read: Callable[[], tuple[int, int] | None] | None = None, sample_s: float = IDLE_SAMPLE_S
+) -> float | None:
+    """Idle cores of the machine over ``sample_s`` seconds (None where /proc/stat is missing).
+
+    ``read`` returns (idle ticks, total ticks) summed over every CPU; the fraction of idle
+    ticks between two readings, times the CPUs online, is how many cores nobody used.
+    """
+    read = read or _cpu_ticks
+    first = read()
+    if first is None:
+        return None
+    time.sleep(sample_s)
+    second = read()
+    if second is None or second[1] <= first[1]:
+        return None
+    idle_fraction = (second[0] - first[0]) / (second[1] - first[1])
+    return max(0.0, idle_fraction) * (os.cpu_count() or 1)
+
+
+def _cpu_ticks(path: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """(idle + iowait, all) clock ticks of the ``cpu`` line of /proc/stat; None off Linux."""
+    try:
+        with path.open(encoding="ascii") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 6 or fields[0] != "cpu":
+        return None
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return ticks[3] + ticks[4], sum(ticks)
 
 
 def _available_cores() -> int:

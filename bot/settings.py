@@ -151,7 +151,8 @@ class GenerationSection(BaseModel):
     inference_threads: int | None = Field(
         None,
         ge=1,
-        description="CPU threads per generation (unset: CT2 all cores but one, HF all cores).",
+        description="CPU threads per generation (unset: CT2 as many as the cores idle when the "
+        "model loads, HF all cores).",
     )
     generation_timeout: float = Field(
         30.0, gt=0, description="Seconds a reply may take (queueing included) before it is dropped."
