@@ -388,9 +388,9 @@ def extract(messages: Sequence[RawMessage], rules: Rules, data: bytes | None = N
 
 
 _type = attrgetter("type")
-_forwarded = attrgetter("forwarded_from")
-_saved = attrgetter("saved_from")
-_via = attrgetter("via_bot")
+# A present field is a non-empty Raw token (even ``null``), an absent one the empty default:
+# ``any`` over the three in one pass is half the cost of a pass per field.
+_not_own_fields = attrgetter("forwarded_from", "saved_from", "via_bot")
 _QUOTE, _BRACKET, _NULL = ord('"'), ord("["), ord("n")
 # The first byte of every character str.isspace() knows that JSON writes unescaped (the
 # others are control characters, always escaped): a token starting otherwise is not blank.
@@ -429,8 +429,7 @@ def extract_lean(data: bytes, rules: Rules) -> Extracted | None:
         return None
 
     own = np.fromiter(map("message".__eq__, map(_type, messages)), bool, count=n)
-    for getter in (_forwarded, _saved, _via):
-        own &= ~_present(map(getter, messages))
+    own &= ~np.fromiter(map(any, map(_not_own_fields, messages)), bool, count=n)
     reason = np.full(n, -1, dtype=np.int8)  # the skip reason's code; -1: kept
     for i in np.flatnonzero(~own).tolist():
         reason[i] = _CODE[_not_own_words(messages[i])]
@@ -495,16 +494,6 @@ def extract_lean(data: bytes, rules: Rules) -> Extracted | None:
         reply_to=OptionalInts(reply, None if valid.all() else valid),
         skipped_ids=SkippedIds(message_id[skipped], codes),
     )
-
-
-def _present(raws: Iterable[msgspec.Raw]) -> np.ndarray:
-    """Which of these optional fields are present (faster than ``len`` on each).
-
-    JSON cannot hold a NUL byte, so joined by NULs, a field is present where two NULs are
-    more than one byte apart.
-    """
-    ends = np.flatnonzero(np.frombuffer(b"\0".join(raws) + b"\0", dtype=np.uint8) == 0)
-    return np.diff(ends, prepend=-1) > 1
 
 
 def _reply_ids(kept: list[RawMessage]) -> OptionalInts:

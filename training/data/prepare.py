@@ -20,7 +20,6 @@ sibling directory that is renamed at the end, so an error leaves ``out_dir`` as 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from training.data.columns import as_numpy
+from training.data.cores import auto_workers
 from training.data.export import (
     ChatSelector,
     ExportRead,
@@ -309,18 +309,15 @@ def _read_one(path: Path, options: PrepareOptions, rules: Rules, progress: Any) 
 
 
 def _workers(path: Path, wanted: int) -> int:
-    """Decoding processes for ``path``: ``wanted``, or as many cores as are idle.
+    """Decoding processes for ``path``: ``wanted``, or one per core free now (see cores.py).
 
-    Workers pay off only on idle cores: on a busy machine they compete with the scanning
-    process and each other, and a serial read is faster. Small files never need them.
+    Small files never need them: they are read before the workers would have started.
     """
     if wanted > 0:
         return wanted
     if path.stat().st_size < PARALLEL_MIN_BYTES:
         return 1
-    cores = os.cpu_count() or 1
-    idle = cores - os.getloadavg()[0] if hasattr(os, "getloadavg") else cores
-    return max(1, min(4, int(idle))) if idle >= 2 else 1
+    return auto_workers()
 
 
 def _check_chat_choice(reads: list[ExportRead], options: PrepareOptions) -> None:
