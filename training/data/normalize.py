@@ -282,7 +282,7 @@ def member_keys(names_or_ids: Iterable[str]) -> frozenset[str]:
     return frozenset(keys)
 
 
-def extract_chunk(data: bytes, rules: Rules) -> Extracted:
+def extract_chunk(data: bytes | memoryview, rules: Rules) -> Extracted:
     """Decode one chunk (a JSON array of messages) and gather its kept fields.
 
     Runs in worker processes, so it touches no Arrow: only msgspec, Python and numpy.
@@ -307,7 +307,7 @@ def extract_chunk(data: bytes, rules: Rules) -> Extracted:
     return extracted
 
 
-def _extract_chunk(data: bytes, rules: Rules) -> Extracted:
+def _extract_chunk(data: bytes | memoryview, rules: Rules) -> Extracted:
     messages, malformed = decode(data)
     extracted = extract(messages, rules, data)
     extracted.read += malformed
@@ -315,7 +315,7 @@ def _extract_chunk(data: bytes, rules: Rules) -> Extracted:
     return extracted
 
 
-def decode(data: bytes) -> tuple[list[RawMessage], int]:
+def decode(data: bytes | memoryview) -> tuple[list[RawMessage], int]:
     """Decode a chunk (a JSON array of messages) into messages.
 
     A message with fields of unexpected types does not sink the whole chunk: the chunk is
@@ -342,7 +342,9 @@ _from_id = attrgetter("from_id")
 _reply = attrgetter("reply_to_message_id")
 
 
-def extract(messages: Sequence[RawMessage], rules: Rules, data: bytes | None = None) -> Extracted:
+def extract(
+    messages: Sequence[RawMessage], rules: Rules, data: bytes | memoryview | None = None
+) -> Extracted:
     """Decide each message's fate and gather the kept ones' fields (see module doc).
 
     The loop only decides which messages are kept and finds their text; the other fields
@@ -397,7 +399,7 @@ _QUOTE, _BRACKET, _NULL = ord('"'), ord("["), ord("n")
 _BLANK_LEADS = np.array([0x20, 0xC2, 0xE1, 0xE2, 0xE3], dtype=np.uint8)
 
 
-def extract_lean(data: bytes, rules: Rules) -> Extracted | None:
+def extract_lean(data: bytes | memoryview, rules: Rules) -> Extracted | None:
     """:func:`extract` for the usual chunk, on whole columns; None for an unusual one.
 
     The same rules as :func:`extract`, decided per column with numpy: only messages that
@@ -535,7 +537,7 @@ def to_table(extracted: Extracted, rules: Rules, chat_id: np.ndarray | None = No
 _text = attrgetter("text")
 
 
-def _extras(messages: Sequence[RawMessage], data: bytes | None) -> dict[int, dict]:
+def _extras(messages: Sequence[RawMessage], data: bytes | memoryview | None) -> dict[int, dict]:
     """The raw objects of a chunk by message id, when some message lacks text or time."""
     if data is None or (None not in map(_text, messages) and None not in map(_unix, messages)):
         return {}
