@@ -146,7 +146,7 @@ class LeanMessage(msgspec.Struct, gc=False):
     """
 
     id: int
-    type: str = "message"
+    type: msgspec.Raw = msgspec.Raw()  # absent: "message"
     date_unixtime: int | None = None
     from_: msgspec.Raw = msgspec.field(default=msgspec.Raw(), name="from")
     from_id: msgspec.Raw = msgspec.Raw()
@@ -171,6 +171,7 @@ class LeanMessage(msgspec.Struct, gc=False):
 _decode_chunk = msgspec.json.Decoder(list[RawMessage], strict=False).decode
 _decode_lean = msgspec.json.Decoder(list[LeanMessage], strict=False).decode
 _decode_text = msgspec.json.Decoder(_Text, strict=False).decode
+_decode_str = msgspec.json.Decoder(str).decode
 _decode_one = msgspec.json.Decoder(RawMessage, strict=False).decode
 _decode_raw_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _decode_plain = msgspec.json.Decoder().decode
@@ -389,10 +390,12 @@ def extract(
     )
 
 
-_type = attrgetter("type")
-# A present field is a non-empty Raw token (even ``null``), an absent one the empty default:
-# ``any`` over the three in one pass is half the cost of a pass per field.
-_not_own_fields = attrgetter("forwarded_from", "saved_from", "via_bot")
+# The tokens extract_lean reads, in one pass over the messages (see Tokens.fields); a field
+# is present where its token is not empty (``null`` is present, as in extract).
+_lean_tokens = attrgetter(
+    "text", "from_", "from_id", "type", "forwarded_from", "saved_from", "via_bot"
+)
+_LEAN_WIDTH = 7
 _QUOTE, _BRACKET, _NULL = ord('"'), ord("["), ord("n")
 # The first byte of every character str.isspace() knows that JSON writes unescaped (the
 # others are control characters, always escaped): a token starting otherwise is not blank.
@@ -417,29 +420,40 @@ def extract_lean(data: bytes | memoryview, rules: Rules) -> Extracted | None:
         unix = np.fromiter(map(_unix, messages), np.int64, count=n)
     except TypeError:  # no date_unixtime somewhere: an old export
         return None
-    text = Tokens.join(list(map(_text, messages)))
-    names = Tokens.join(list(map(_from, messages)))
-    ids = Tokens.join(list(map(_from_id, messages)))
-    if not (n and is_utf8(text.data) and is_utf8(names.data) and is_utf8(ids.data)):
+    text, names, ids, kind, *not_own = Tokens.fields(map(_lean_tokens, messages), n, _LEAN_WIDTH)
+    if not (n and is_utf8(text.data)):
         return None
     first = text.first_bytes()
     if not (
         np.isin(first, (_QUOTE, _BRACKET)).all()
         and np.isin(names.first_bytes(), (0, _QUOTE, _NULL)).all()
         and np.isin(ids.first_bytes(), (0, _QUOTE, _NULL)).all()
+        and np.isin(kind.first_bytes(), (0, _QUOTE)).all()
     ):
         return None
 
-    own = np.fromiter(map("message".__eq__, map(_type, messages)), bool, count=n)
-    own &= ~np.fromiter(map(any, map(_not_own_fields, messages)), bool, count=n)
+    raw = np.frombuffer(text.data, dtype=np.uint8)  # every field's tokens
+    forwarded = not_own[0].present() | not_own[1].present()  # forwarded_from, saved_from
+    is_message = ~kind.present() | _is_token(raw, kind, b'"message"')
+    kinds: dict[int, str] = {}
+    for i in np.flatnonzero(~is_message).tolist():
+        try:  # (a type spelled with escapes is still that type)
+            kinds[i] = _decode_str(text.data[kind.starts[i] : kind.ends[i]])
+        except msgspec.ValidationError:
+            return None
+        is_message[i] = kinds[i] == "message"
+    own = is_message & ~forwarded & ~not_own[2].present()
     reason = np.full(n, -1, dtype=np.int8)  # the skip reason's code; -1: kept
     for i in np.flatnonzero(~own).tolist():
-        reason[i] = _CODE[_not_own_words(messages[i])]
+        reason[i] = _CODE[_not_own_reason(kinds.get(i, "message"), bool(forwarded[i]))]
 
-    starts, ends = text.offsets[:-1], text.offsets[1:]
-    raw = np.frombuffer(text.data, dtype=np.uint8)
+    starts, ends = text.starts, text.ends
+    backslash = np.flatnonzero(raw == ord("\\"))
+    in_token = np.searchsorted(ends, backslash, side="right")
+    inside = in_token < n
+    inside[inside] = starts[in_token[inside]] <= backslash[inside]
     escaped = np.zeros(n, dtype=bool)
-    escaped[np.searchsorted(ends, np.flatnonzero(raw == ord("\\")), side="right")] = True
+    escaped[in_token[inside]] = True
     odd = own & ((first == _BRACKET) | escaped)
     lead = raw[np.minimum(starts + 1, len(raw) - 1)]
     maybe_blank = own & ~odd & ((ends - starts == 2) | np.isin(lead, _BLANK_LEADS))
@@ -498,6 +512,16 @@ def extract_lean(data: bytes | memoryview, rules: Rules) -> Extracted | None:
     )
 
 
+def _is_token(raw: np.ndarray, tokens: Tokens, literal: bytes) -> np.ndarray:
+    """Which tokens are exactly ``literal`` (compared in the buffer ``raw``, no copies)."""
+    same = tokens.ends - tokens.starts == len(literal)
+    rows = np.flatnonzero(same)
+    if rows.size:
+        window = raw[tokens.starts[rows, None] + np.arange(len(literal))]
+        same[rows] = (window == np.frombuffer(literal, dtype=np.uint8)).all(axis=1)
+    return same
+
+
 def _reply_ids(kept: list[RawMessage]) -> OptionalInts:
     """Reply-to ids; 0 (absent) and null become null."""
     try:
@@ -546,9 +570,14 @@ def _extras(messages: Sequence[RawMessage], data: bytes | memoryview | None) -> 
 
 def _not_own_words(m: RawMessage) -> str:
     """The skip reason of a message that is not the sender's own text."""
-    if m.type != "message":
-        return "unsupported" if m.type == "unsupported" else "service"
-    return "forwarded" if m.forwarded_from or m.saved_from else "via_bot"
+    return _not_own_reason(m.type, bool(m.forwarded_from or m.saved_from))
+
+
+def _not_own_reason(kind: str, forwarded: bool) -> str:
+    """The skip reason of a message of type ``kind`` that is not the sender's own text."""
+    if kind != "message":
+        return "unsupported" if kind == "unsupported" else "service"
+    return "forwarded" if forwarded else "via_bot"
 
 
 def _flatten(m: RawMessage, extras: dict[int, dict]) -> str:
