@@ -20,6 +20,7 @@ sibling directory that is renamed at the end, so an error leaves ``out_dir`` as 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -61,6 +62,8 @@ from training.data.sessions import (
 from training.data.speakers import check_people
 from training.errors import InputError
 from training.output_dirs import DATASET_KIND, check_location, check_replaceable, staged
+
+log = logging.getLogger(__name__)
 
 WINDOW = 1 << 16  # turns per pair-building window (bounded memory: ~60 MB of pairs)
 PROGRESS_MIN_BYTES = 16 << 20  # smaller inputs finish before a bar is worth drawing
@@ -311,13 +314,16 @@ def _read_one(path: Path, options: PrepareOptions, rules: Rules, progress: Any) 
 def _workers(path: Path, wanted: int) -> int:
     """Decoding processes for ``path``: ``wanted``, or one per core free now (see cores.py).
 
-    Small files never need them: they are read before the workers would have started.
+    Small files never need them: they are read before the workers would have started. For
+    a large file the choice is logged: it decides much of the time a read takes.
     """
-    if wanted > 0:
-        return wanted
-    if path.stat().st_size < PARALLEL_MIN_BYTES:
+    if wanted == 0 and path.stat().st_size < PARALLEL_MIN_BYTES:
         return 1
-    return auto_workers()
+    workers = wanted or auto_workers()
+    if path.stat().st_size >= PARALLEL_MIN_BYTES:
+        how = "chosen" if wanted else "free cores now"
+        log.info("%s: decoding in %d process(es) (%s)", path.name, workers, how)
+    return workers
 
 
 def _check_chat_choice(reads: list[ExportRead], options: PrepareOptions) -> None:
