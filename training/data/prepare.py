@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -347,10 +347,11 @@ def _write_pairs(
     options: PrepareOptions,
     memory: PairMemory | None = None,
 ) -> tuple[list[int], Counter[str]]:
-    """Build pairs window by window; a writer thread appends them to the split files.
+    """Build pairs window by window; a writer thread per split appends them to its file.
 
     Arrow releases the GIL while compressing and writing, so writing window k overlaps with
-    building window k+1; only one window waits, which bounds memory.
+    building window k+1, and the three files are written at the same time (writing was the
+    slower side); only one window waits, which bounds memory.
     """
     columns = turns.select(["sender", "sender_id", "text", "chat_id", "message_id", "date"])
     sender_codes = pc.dictionary_encode(turns["sender"].combine_chunks())
@@ -370,8 +371,10 @@ def _write_pairs(
         for name in SPLITS
     ]
     n = turns.num_rows
-    waiting: Future[None] | None = None
-    with ThreadPoolExecutor(max_workers=1) as pool, _progress_task(n, options) as advance:
+    waiting: list[Future[None]] = []
+    with ExitStack() as stack:
+        pools = [stack.enter_context(ThreadPoolExecutor(max_workers=1)) for _ in SPLITS]
+        advance = stack.enter_context(_progress_task(n, options))
         try:
             for a in range(0, n, WINDOW):
                 b = min(n, a + WINDOW)
@@ -395,24 +398,21 @@ def _write_pairs(
                             )
                             if memory:
                                 pairs = memory.attach(pairs, picked)
-                            parts.append((writers[s], pairs))
+                            parts.append((s, pairs))
                     per_speaker += np.bincount(codes[rows], minlength=len(names))
-                    if waiting is not None:
-                        waiting.result()
-                    waiting = pool.submit(_write_parts, parts)
+                    for done in waiting:
+                        done.result()
+                    waiting = [pools[s].submit(writers[s].write_table, t) for s, t in parts]
                 advance(b - a)
-            if waiting is not None:
-                waiting.result()
+            for done in waiting:
+                done.result()
         finally:
+            for pending in waiting:  # (after an error: no writer is closed mid-write)
+                pending.exception()
             for writer in writers:
                 writer.close()
     speaker_counts = Counter({name: int(c) for name, c in zip(names, per_speaker, strict=True)})
     return per_split, +speaker_counts
-
-
-def _write_parts(parts: list[tuple[pq.ParquetWriter, pa.Table]]) -> None:
-    for writer, table in parts:
-        writer.write_table(table)
 
 
 class _Progress:
