@@ -5,7 +5,9 @@ the two sides alternately, ``--runs`` rounds of (a) then (b), each in a fresh su
 its peak RSS (``wait4``'s ``ru_maxrss``) is its own; the load average is read before each run:
 
 (a) the seed notebook's algorithm, its steps as the notebook writes them (``seed_baseline``);
-(b) ``friendbot prepare EXPORT --out DIR`` (the real CLI, start-up included).
+(b) ``friendbot prepare EXPORT --out DIR`` (the real CLI, start-up included); shown as
+    ``friendbot prepare/N``, N the decoding processes it chose (one per core free at its
+    start) or was given with ``--workers N``.
 
 The seed notebook itself is not in this repository, so
 ``seed_baseline`` follows, step by step and in the same order, the description of the
@@ -22,6 +24,7 @@ them in the train file.
     python bench/prepare.py                     # 200,000 messages (quick), 3 rounds
     python bench/prepare.py --full              # 1,000,000 messages (the recorded figures)
     python bench/prepare.py --messages 50000 --workdir /tmp/fb-bench --runs 1
+    python bench/prepare.py --full --skip-baseline --workers 1   # ours, one process
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -125,8 +129,8 @@ def _tree_rss(pid: int) -> int:
     return total * 1024
 
 
-def measure(argv: list[str]) -> tuple[float, float, int, str]:
-    """Wall time, CPU time (user + system), peak RSS (bytes) and stdout of one fresh child.
+def measure(argv: list[str]) -> tuple[float, float, int, str, str]:
+    """Wall time, CPU time (user + system), peak RSS (bytes), stdout and stderr of one child.
 
     Peak RSS is the larger of the child's own peak (``wait4``'s ``ru_maxrss``) and the
     largest sum over the child and its worker processes seen by sampling every 10 ms, so
@@ -156,7 +160,8 @@ def measure(argv: list[str]) -> tuple[float, float, int, str]:
         if code != 0:
             sys.exit(f"{' '.join(argv[:4])} failed ({code}):\n{err.read()[-3000:].decode()}")
         cpu = usage.ru_utime + usage.ru_stime  # on a shared machine, steadier than wall time
-        return wall, cpu, max(usage.ru_maxrss * 1024, peak_tree), out.read().decode()
+        rss = max(usage.ru_maxrss * 1024, peak_tree)
+        return wall, cpu, rss, out.read().decode(), err.read().decode(errors="replace")
 
 
 def load_average() -> float:
@@ -170,7 +175,7 @@ def run_baseline(export: Path, workdir: Path) -> dict:
     out = workdir / "out_baseline"
     shutil.rmtree(out, ignore_errors=True)
     load = load_average()
-    wall, cpu, rss, stdout = measure(
+    wall, cpu, rss, stdout, _ = measure(
         [sys.executable, __file__, "--baseline", str(export), str(out)]
     )
     phases = json.loads(stdout.strip().splitlines()[-1])
@@ -186,18 +191,23 @@ def run_baseline(export: Path, workdir: Path) -> dict:
     }
 
 
-def run_friendbot(export: Path, workdir: Path) -> dict:
-    """One run of (b): the real CLI with its default options."""
+def run_friendbot(export: Path, workdir: Path, workers: int = 0) -> dict:
+    """One run of (b): the real CLI with its default options (``workers`` > 0: that many).
+
+    The decoding processes it used come from its log line (with ``--workers 0`` it counts
+    the cores free when it starts, so they vary with the load).
+    """
     out = workdir / "out_friendbot"
     shutil.rmtree(out, ignore_errors=True)
     load = load_average()
-    wall, cpu, rss, _ = measure(
-        [sys.executable, "-m", "training.cli", "prepare", str(export), "--out", str(out)]
-    )
+    argv = [sys.executable, "-m", "training.cli", "prepare", str(export), "--out", str(out)]
+    wall, cpu, rss, _, stderr = measure(argv + (["--workers", str(workers)] if workers else []))
+    used = re.search(r"decoding in (\d+) process", stderr)
     stats = json.loads((out / "stats.json").read_text())
     pairs = sum(stats["pairs"].values())
     return {
-        "name": "friendbot prepare",
+        # (no line: a file too small for workers, read in one process)
+        "name": f"friendbot prepare/{used.group(1) if used else '1'}",
         "wall": wall,
         "cpu": cpu,
         "rss": rss,
@@ -222,6 +232,9 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3, help="rounds of (a) then (b)")
     parser.add_argument("--skip-baseline", action="store_true", help="time only ours")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="(b)'s --workers (default 0: free cores now)"
+    )
     args = parser.parse_args()
     n = 1_000_000 if args.full else args.messages
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -232,7 +245,7 @@ def main() -> None:
     size = export.stat().st_size
     print(f"export: {n:,} messages, {size / 2**20:,.0f} MiB ({export})", flush=True)
     print(
-        f"\n{'run':>3} {'':18} {'seconds':>8} {'CPU s':>7} {'messages/s':>11} "
+        f"\n{'run':>3} {'':20} {'seconds':>8} {'CPU s':>7} {'messages/s':>11} "
         f"{'peak RSS':>10} {'RSS/file':>9} {'pairs':>9} {'load':>5}",
         flush=True,
     )
@@ -240,10 +253,10 @@ def main() -> None:
     rounds = []
     for r in range(1, max(1, args.runs) + 1):
         results = [] if args.skip_baseline else [run_baseline(export, args.workdir)]
-        results.append(run_friendbot(export, args.workdir))
+        results.append(run_friendbot(export, args.workdir, args.workers))
         for res in results:
             print(
-                f"{r:3} {res['name']:18} {res['wall']:8.1f} {res['cpu']:7.1f} "
+                f"{r:3} {res['name']:20} {res['wall']:8.1f} {res['cpu']:7.1f} "
                 f"{n / res['wall']:11,.0f} {res['rss'] / 2**20:7,.0f} MiB "
                 f"{res['rss'] / size:8.2f}x {res['pairs']:9,} {res['load']:5.2f}",
                 flush=True,

@@ -61,6 +61,31 @@ def test_lean_and_per_message_reading_agree_on_every_chunk(quirky: Path, rules: 
             assert fast_ids == getattr(slow_t.skipped_ids, name).tolist()
 
 
+def test_lean_reading_agrees_on_spelled_types_and_not_own_fields() -> None:
+    base = '"date_unixtime": "100", "from": "A\\\\B", "from_id": "user7"'
+    rows = [
+        '{"id": 1, "type": "messag\\u0065", ' + base + ', "text": "escaped type"}',
+        '{"id": 2, ' + base + ', "text": "no type at all"}',
+        '{"id": 3, "type": "servic\\u0065", ' + base + ', "text": ""}',
+        '{"id": 4, "type": "unsupported", ' + base + ', "text": "x"}',
+        '{"id": 5, "type": "message", ' + base + ', "forwarded_from": null, "text": "f"}',
+        '{"id": 6, "type": "message", ' + base + ', "saved_from": "S", "text": "s"}',
+        '{"id": 7, "type": "message", ' + base + ', "via_bot": "@b", "text": "v"}',
+        '{"id": 8, "type": "message", ' + base + ', "text": "a \\\\ b"}',
+    ]
+    data = ("[" + ", ".join(rows) + "]").encode()
+    lean = extract_lean(data, Rules())
+    assert lean is not None
+    messages, _ = decode(data)
+    fast, slow = to_table(lean, Rules()), to_table(extract(messages, Rules(), data), Rules())
+    assert fast.table.equals(slow.table)
+    assert fast.table["message_id"].to_pylist() == [1, 2, 8]
+    assert fast.table["text"].to_pylist()[2] == "a \\ b"
+    assert fast.skipped == slow.skipped
+    assert fast.skipped_ids.code.tolist() == slow.skipped_ids.code.tolist()
+    assert extract_lean(data.replace(b'"unsupported"', b"3"), Rules()) is None
+
+
 def test_unusual_chunks_are_left_to_the_per_message_reading(tmp_path: Path) -> None:
     damaged = write_quirky_export(tmp_path / "damaged.json", n_messages=300, damage=True)
     data = next(d for d in _chunks(damaged, 1 << 20) if b"\xff" in d)

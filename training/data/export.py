@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from training.data.columns import int_array
 from training.data.export_layout import (
+    BLOCK_SIZE,
     ChatDone,
     ChatMeta,
     Chunk,
@@ -55,6 +56,10 @@ from training.data.normalize import (
 from training.data.utf8 import InvalidUtf8, repair
 from training.errors import InputError
 
+# Peak memory is the sum over the processes: with workers, this one holds the results in
+# flight and each worker its chunk and what decoding it makes (about 4x its size), so
+# workers get half-size chunks; their count, not their size, is the per-chunk overhead.
+WORKER_CHUNK = BLOCK_SIZE // 2
 Progress = Callable[[int], None]  # called with the number of bytes of the file read so far
 _BYTE_IN_ERROR = re.compile(r"\(byte (\d+)\)")
 
@@ -227,8 +232,9 @@ def read_export(
 
     try:
         found = InvalidUtf8()
-        # workers read their chunks themselves
-        events = scan(path, copy=workers <= 1, invalid_utf8=found)
+        # workers read their chunks themselves, and smaller ones (see WORKER_CHUNK)
+        block = BLOCK_SIZE if workers <= 1 else WORKER_CHUNK
+        events = scan(path, copy=workers <= 1, block_size=block, invalid_utf8=found)
         return _read(path, events, selector, rules, progress, "fast", workers, found)
     except NotSplittable:
         pass
@@ -341,13 +347,16 @@ def extract_range(path: Path, offset: int, length: int, rules: Rules) -> Extract
 @contextmanager
 def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     """Worker processes for decoding. They use no Arrow (see training.data.columns), so forking
-    is safe; fork also spares them re-importing the caller's main module."""
+    is safe; fork also spares them re-importing the caller's main module. They are started
+    at once: a process forked later shares (and is charged for) the scanner's buffers."""
     if workers <= 1:
         yield None
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for _ in range(workers):  # start them all now, before this process reads the file
+            pool.submit(int)
         yield pool
 
 

@@ -146,7 +146,7 @@ class LeanMessage(msgspec.Struct, gc=False):
     """
 
     id: int
-    type: str = "message"
+    type: msgspec.Raw = msgspec.Raw()  # absent: "message"
     date_unixtime: int | None = None
     from_: msgspec.Raw = msgspec.field(default=msgspec.Raw(), name="from")
     from_id: msgspec.Raw = msgspec.Raw()
@@ -170,7 +170,8 @@ class LeanMessage(msgspec.Struct, gc=False):
 # strict=False lets the string "1704546180" of date_unixtime decode straight to an int.
 _decode_chunk = msgspec.json.Decoder(list[RawMessage], strict=False).decode
 _decode_lean = msgspec.json.Decoder(list[LeanMessage], strict=False).decode
-_decode_text = msgspec.json.Decoder(_Text, strict=False).decode
+_decode_texts = msgspec.json.Decoder(list[_Text], strict=False).decode
+_decode_str = msgspec.json.Decoder(str).decode
 _decode_one = msgspec.json.Decoder(RawMessage, strict=False).decode
 _decode_raw_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _decode_plain = msgspec.json.Decoder().decode
@@ -282,7 +283,7 @@ def member_keys(names_or_ids: Iterable[str]) -> frozenset[str]:
     return frozenset(keys)
 
 
-def extract_chunk(data: bytes, rules: Rules) -> Extracted:
+def extract_chunk(data: bytes | memoryview, rules: Rules) -> Extracted:
     """Decode one chunk (a JSON array of messages) and gather its kept fields.
 
     Runs in worker processes, so it touches no Arrow: only msgspec, Python and numpy.
@@ -307,7 +308,7 @@ def extract_chunk(data: bytes, rules: Rules) -> Extracted:
     return extracted
 
 
-def _extract_chunk(data: bytes, rules: Rules) -> Extracted:
+def _extract_chunk(data: bytes | memoryview, rules: Rules) -> Extracted:
     messages, malformed = decode(data)
     extracted = extract(messages, rules, data)
     extracted.read += malformed
@@ -315,7 +316,7 @@ def _extract_chunk(data: bytes, rules: Rules) -> Extracted:
     return extracted
 
 
-def decode(data: bytes) -> tuple[list[RawMessage], int]:
+def decode(data: bytes | memoryview) -> tuple[list[RawMessage], int]:
     """Decode a chunk (a JSON array of messages) into messages.
 
     A message with fields of unexpected types does not sink the whole chunk: the chunk is
@@ -342,7 +343,9 @@ _from_id = attrgetter("from_id")
 _reply = attrgetter("reply_to_message_id")
 
 
-def extract(messages: Sequence[RawMessage], rules: Rules, data: bytes | None = None) -> Extracted:
+def extract(
+    messages: Sequence[RawMessage], rules: Rules, data: bytes | memoryview | None = None
+) -> Extracted:
     """Decide each message's fate and gather the kept ones' fields (see module doc).
 
     The loop only decides which messages are kept and finds their text; the other fields
@@ -387,17 +390,19 @@ def extract(messages: Sequence[RawMessage], rules: Rules, data: bytes | None = N
     )
 
 
-_type = attrgetter("type")
-_forwarded = attrgetter("forwarded_from")
-_saved = attrgetter("saved_from")
-_via = attrgetter("via_bot")
+# The tokens extract_lean reads, in one pass over the messages (see Tokens.fields); a field
+# is present where its token is not empty (``null`` is present, as in extract).
+_lean_tokens = attrgetter(
+    "text", "from_", "from_id", "type", "forwarded_from", "saved_from", "via_bot"
+)
+_LEAN_WIDTH = 7
 _QUOTE, _BRACKET, _NULL = ord('"'), ord("["), ord("n")
 # The first byte of every character str.isspace() knows that JSON writes unescaped (the
 # others are control characters, always escaped): a token starting otherwise is not blank.
 _BLANK_LEADS = np.array([0x20, 0xC2, 0xE1, 0xE2, 0xE3], dtype=np.uint8)
 
 
-def extract_lean(data: bytes, rules: Rules) -> Extracted | None:
+def extract_lean(data: bytes | memoryview, rules: Rules) -> Extracted | None:
     """:func:`extract` for the usual chunk, on whole columns; None for an unusual one.
 
     The same rules as :func:`extract`, decided per column with numpy: only messages that
@@ -415,40 +420,54 @@ def extract_lean(data: bytes, rules: Rules) -> Extracted | None:
         unix = np.fromiter(map(_unix, messages), np.int64, count=n)
     except TypeError:  # no date_unixtime somewhere: an old export
         return None
-    text = Tokens.join(list(map(_text, messages)))
-    names = Tokens.join(list(map(_from, messages)))
-    ids = Tokens.join(list(map(_from_id, messages)))
-    if not (n and is_utf8(text.data) and is_utf8(names.data) and is_utf8(ids.data)):
+    text, names, ids, kind, *not_own = Tokens.fields(map(_lean_tokens, messages), n, _LEAN_WIDTH)
+    if not (n and is_utf8(text.data)):
         return None
     first = text.first_bytes()
     if not (
         np.isin(first, (_QUOTE, _BRACKET)).all()
         and np.isin(names.first_bytes(), (0, _QUOTE, _NULL)).all()
         and np.isin(ids.first_bytes(), (0, _QUOTE, _NULL)).all()
+        and np.isin(kind.first_bytes(), (0, _QUOTE)).all()
     ):
         return None
 
-    own = np.fromiter(map("message".__eq__, map(_type, messages)), bool, count=n)
-    for getter in (_forwarded, _saved, _via):
-        own &= ~_present(map(getter, messages))
+    raw = np.frombuffer(text.data, dtype=np.uint8)  # every field's tokens
+    forwarded = not_own[0].present() | not_own[1].present()  # forwarded_from, saved_from
+    is_message = ~kind.present() | _is_token(raw, kind, b'"message"')
+    kinds: dict[int, str] = {}
+    for i in np.flatnonzero(~is_message).tolist():
+        try:  # (a type spelled with escapes is still that type)
+            kinds[i] = _decode_str(text.data[kind.starts[i] : kind.ends[i]])
+        except msgspec.ValidationError:
+            return None
+        is_message[i] = kinds[i] == "message"
+    own = is_message & ~forwarded & ~not_own[2].present()
     reason = np.full(n, -1, dtype=np.int8)  # the skip reason's code; -1: kept
     for i in np.flatnonzero(~own).tolist():
-        reason[i] = _CODE[_not_own_words(messages[i])]
+        reason[i] = _CODE[_not_own_reason(kinds.get(i, "message"), bool(forwarded[i]))]
 
-    starts, ends = text.offsets[:-1], text.offsets[1:]
-    raw = np.frombuffer(text.data, dtype=np.uint8)
+    starts, ends = text.starts, text.ends
+    backslash = np.flatnonzero(raw == ord("\\"))
+    in_token = np.searchsorted(ends, backslash, side="right")
+    inside = in_token < n
+    inside[inside] = starts[in_token[inside]] <= backslash[inside]
     escaped = np.zeros(n, dtype=bool)
-    escaped[np.searchsorted(ends, np.flatnonzero(raw == ord("\\")), side="right")] = True
+    escaped[in_token[inside]] = True
     odd = own & ((first == _BRACKET) | escaped)
     lead = raw[np.minimum(starts + 1, len(raw) - 1)]
     maybe_blank = own & ~odd & ((ends - starts == 2) | np.isin(lead, _BLANK_LEADS))
     patches: dict[int, str] = {}
     blank: list[int] = []
-    for i in np.flatnonzero(odd).tolist():
-        try:
-            value = _decode_text(text.data[starts[i] : ends[i]])
-        except msgspec.ValidationError:
-            return None
+    odd_rows = np.flatnonzero(odd)
+    tokens = map(
+        text.data.__getitem__, map(slice, starts[odd_rows].tolist(), ends[odd_rows].tolist())
+    )
+    try:  # one call for all of them: a call per token cost more than its decoding
+        values = _decode_texts(b"".join((b"[", b",".join(tokens), b"]")))
+    except msgspec.ValidationError:
+        return None
+    for i, value in zip(odd_rows.tolist(), values, strict=True):
         if value.__class__ is not str:
             value = "".join(part if part.__class__ is str else part.text for part in value)
         if not value or value.isspace():
@@ -497,14 +516,14 @@ def extract_lean(data: bytes, rules: Rules) -> Extracted | None:
     )
 
 
-def _present(raws: Iterable[msgspec.Raw]) -> np.ndarray:
-    """Which of these optional fields are present (faster than ``len`` on each).
-
-    JSON cannot hold a NUL byte, so joined by NULs, a field is present where two NULs are
-    more than one byte apart.
-    """
-    ends = np.flatnonzero(np.frombuffer(b"\0".join(raws) + b"\0", dtype=np.uint8) == 0)
-    return np.diff(ends, prepend=-1) > 1
+def _is_token(raw: np.ndarray, tokens: Tokens, literal: bytes) -> np.ndarray:
+    """Which tokens are exactly ``literal`` (compared in the buffer ``raw``, no copies)."""
+    same = tokens.ends - tokens.starts == len(literal)
+    rows = np.flatnonzero(same)
+    if rows.size:
+        window = raw[tokens.starts[rows, None] + np.arange(len(literal))]
+        same[rows] = (window == np.frombuffer(literal, dtype=np.uint8)).all(axis=1)
+    return same
 
 
 def _reply_ids(kept: list[RawMessage]) -> OptionalInts:
@@ -546,7 +565,7 @@ def to_table(extracted: Extracted, rules: Rules, chat_id: np.ndarray | None = No
 _text = attrgetter("text")
 
 
-def _extras(messages: Sequence[RawMessage], data: bytes | None) -> dict[int, dict]:
+def _extras(messages: Sequence[RawMessage], data: bytes | memoryview | None) -> dict[int, dict]:
     """The raw objects of a chunk by message id, when some message lacks text or time."""
     if data is None or (None not in map(_text, messages) and None not in map(_unix, messages)):
         return {}
@@ -555,9 +574,14 @@ def _extras(messages: Sequence[RawMessage], data: bytes | None) -> dict[int, dic
 
 def _not_own_words(m: RawMessage) -> str:
     """The skip reason of a message that is not the sender's own text."""
-    if m.type != "message":
-        return "unsupported" if m.type == "unsupported" else "service"
-    return "forwarded" if m.forwarded_from or m.saved_from else "via_bot"
+    return _not_own_reason(m.type, bool(m.forwarded_from or m.saved_from))
+
+
+def _not_own_reason(kind: str, forwarded: bool) -> str:
+    """The skip reason of a message of type ``kind`` that is not the sender's own text."""
+    if kind != "message":
+        return "unsupported" if kind == "unsupported" else "service"
+    return "forwarded" if forwarded else "via_bot"
 
 
 def _flatten(m: RawMessage, extras: dict[int, dict]) -> str:

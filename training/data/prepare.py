@@ -20,12 +20,12 @@ sibling directory that is renamed at the end, so an error leaves ``out_dir`` as 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from training.data.columns import as_numpy
+from training.data.cores import auto_workers
 from training.data.export import (
     ChatSelector,
     ExportRead,
@@ -61,6 +62,8 @@ from training.data.sessions import (
 from training.data.speakers import check_people
 from training.errors import InputError
 from training.output_dirs import DATASET_KIND, check_location, check_replaceable, staged
+
+log = logging.getLogger(__name__)
 
 WINDOW = 1 << 16  # turns per pair-building window (bounded memory: ~60 MB of pairs)
 PROGRESS_MIN_BYTES = 16 << 20  # smaller inputs finish before a bar is worth drawing
@@ -309,18 +312,18 @@ def _read_one(path: Path, options: PrepareOptions, rules: Rules, progress: Any) 
 
 
 def _workers(path: Path, wanted: int) -> int:
-    """Decoding processes for ``path``: ``wanted``, or as many cores as are idle.
+    """Decoding processes for ``path``: ``wanted``, or one per core free now (see cores.py).
 
-    Workers pay off only on idle cores: on a busy machine they compete with the scanning
-    process and each other, and a serial read is faster. Small files never need them.
+    Small files never need them: they are read before the workers would have started. For
+    a large file the choice is logged: it decides much of the time a read takes.
     """
-    if wanted > 0:
-        return wanted
-    if path.stat().st_size < PARALLEL_MIN_BYTES:
+    if wanted == 0 and path.stat().st_size < PARALLEL_MIN_BYTES:
         return 1
-    cores = os.cpu_count() or 1
-    idle = cores - os.getloadavg()[0] if hasattr(os, "getloadavg") else cores
-    return max(1, min(4, int(idle))) if idle >= 2 else 1
+    workers = wanted or auto_workers()
+    if path.stat().st_size >= PARALLEL_MIN_BYTES:
+        how = "chosen" if wanted else "free cores now"
+        log.info("%s: decoding in %d process(es) (%s)", path.name, workers, how)
+    return workers
 
 
 def _check_chat_choice(reads: list[ExportRead], options: PrepareOptions) -> None:
@@ -344,10 +347,11 @@ def _write_pairs(
     options: PrepareOptions,
     memory: PairMemory | None = None,
 ) -> tuple[list[int], Counter[str]]:
-    """Build pairs window by window; a writer thread appends them to the split files.
+    """Build pairs window by window; a writer thread per split appends them to its file.
 
     Arrow releases the GIL while compressing and writing, so writing window k overlaps with
-    building window k+1; only one window waits, which bounds memory.
+    building window k+1, and the three files are written at the same time (writing was the
+    slower side); only one window waits, which bounds memory.
     """
     columns = turns.select(["sender", "sender_id", "text", "chat_id", "message_id", "date"])
     sender_codes = pc.dictionary_encode(turns["sender"].combine_chunks())
@@ -367,8 +371,10 @@ def _write_pairs(
         for name in SPLITS
     ]
     n = turns.num_rows
-    waiting: Future[None] | None = None
-    with ThreadPoolExecutor(max_workers=1) as pool, _progress_task(n, options) as advance:
+    waiting: list[Future[None]] = []
+    with ExitStack() as stack:
+        pools = [stack.enter_context(ThreadPoolExecutor(max_workers=1)) for _ in SPLITS]
+        advance = stack.enter_context(_progress_task(n, options))
         try:
             for a in range(0, n, WINDOW):
                 b = min(n, a + WINDOW)
@@ -392,24 +398,21 @@ def _write_pairs(
                             )
                             if memory:
                                 pairs = memory.attach(pairs, picked)
-                            parts.append((writers[s], pairs))
+                            parts.append((s, pairs))
                     per_speaker += np.bincount(codes[rows], minlength=len(names))
-                    if waiting is not None:
-                        waiting.result()
-                    waiting = pool.submit(_write_parts, parts)
+                    for done in waiting:
+                        done.result()
+                    waiting = [pools[s].submit(writers[s].write_table, t) for s, t in parts]
                 advance(b - a)
-            if waiting is not None:
-                waiting.result()
+            for done in waiting:
+                done.result()
         finally:
+            for pending in waiting:  # (after an error: no writer is closed mid-write)
+                pending.exception()
             for writer in writers:
                 writer.close()
     speaker_counts = Counter({name: int(c) for name, c in zip(names, per_speaker, strict=True)})
     return per_split, +speaker_counts
-
-
-def _write_parts(parts: list[tuple[pq.ParquetWriter, pa.Table]]) -> None:
-    for writer, table in parts:
-        writer.write_table(table)
 
 
 class _Progress:
