@@ -25,6 +25,9 @@ TOP_P = 0.9
 TOP_K = 50
 NO_REPEAT_NGRAM_SIZE = 3
 REPETITION_PENALTY = 1.2
+REPLY_CANDIDATES = 2
+"""Chat replies the bot samples at once and ranks (training.model.rerank); ``evaluate``'s "bot"
+row draws as many. 2: the most whose p50 latency stays within 1.5x of one (BENCHMARKS.md)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,8 @@ class DecodeOptions:
 
 
 BOT_DECODING = DecodeOptions()
-"""What the bot sends: sampled, with both loop guards (``friendbot evaluate``'s "sampled")."""
+"""How the bot samples: with both loop guards (``friendbot evaluate``'s "sampled" is one such
+sample; its "bot" row draws REPLY_CANDIDATES of them and ranks them as the bot does)."""
 
 GREEDY_DECODING = replace(BOT_DECODING, sample=False)
 """The bot's settings with sampling off: the most likely reply, still with the loop guards."""
