@@ -89,9 +89,11 @@ def with_model_scorers(
     scorer: Scorer,
     voice: VoiceScorer | None = None,
     feedback: FeedbackScorer | None = None,
+    voice_weight: float = VOICE_WEIGHT,
 ) -> Scorer:
     """``scorer`` plus the voice and feedback terms of the scorers saved with a model (each
-    only when present): the score the bot ranks a served model's candidates with."""
+    only when present): the score the bot ranks a served model's candidates with
+    (``voice_weight`` other than the default: for bench/voice_sweep.py)."""
     if voice is None and feedback is None:
         return scorer
 
@@ -99,7 +101,7 @@ def with_model_scorers(
         total = scorer(candidate)
         said = body(candidate.text)
         if voice is not None and candidate.persona:
-            total += VOICE_WEIGHT * voice.probability(said, candidate.persona)
+            total += voice_weight * voice.probability(said, candidate.persona)
         if feedback is not None:
             total += FEEDBACK_WEIGHT * feedback.score([said])[0]
         return total
