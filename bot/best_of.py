@@ -1,14 +1,10 @@
 """Best of k: sample several chat replies in one batch and send the one that scores best.
 
-One sample is a lottery ticket: a small model sometimes loops or parrots a line of the chat.
 Drawing k at once costs little more than one (one padded batch, the same encoder pass per
-prompt), and a score picks the reply worth sending:
-
-- the model's own confidence: mean token log-probability (computed while decoding, by HF and
-  CTranslate2 alike; the mean, so a short reply does not win just for being short);
-- minus a penalty when the reply loops or echoes a context line (the measures ``friendbot
-  evaluate`` reports, training.model.imitation), since those are the failures people notice;
-- plus, when a voice classifier is given, its probability that the persona wrote the text.
+prompt). How a candidate is scored (the model's mean log-probability, penalties for loops and
+echoes, the persona's voice probability, the group's taste) lives in training.model.rerank, so
+``friendbot evaluate`` ranks its "bot decoding" replies with the very same code; here the served
+model's saved scorers are found (cached per file version) and the batch is drawn.
 
 Scoring only orders the candidates; which speaker is acceptable is still decided by
 bot.replies (``choose_reply``/``persona_reply`` take the first acceptable in this order).
@@ -16,65 +12,74 @@ bot.replies (``choose_reply``/``persona_reply`` take the first acceptable in thi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.feedback_scorer import with_feedback
-from training.formatting import clean_text, parse_turn
+from bot.feedback_scorer import scorer_for as feedback_for
+from training.model import voice_scorer
 from training.model.decoding import DecodeOptions
-from training.model.imitation import echoes, loops
+from training.model.rerank import (
+    ECHO_PENALTY,
+    LOOP_PENALTY,
+    VOICE_WEIGHT,
+    Candidate,
+    Scorer,
+    Voice,
+    body,
+    rank,
+    score_candidate,
+    with_model_scorers,
+)
+from training.model.voice_scorer import VoiceScorer
 
 if TYPE_CHECKING:
     from bot.engine import ReplyEngine
 
-# Mean log-probabilities of sampled replies lie around -1..-4 nats per token: a penalty of 5
-# puts any looping or parroting reply behind every clean one.
-LOOP_PENALTY = 5.0
-ECHO_PENALTY = 5.0
-VOICE_WEIGHT = 1.0
+__all__ = [
+    "ECHO_PENALTY",
+    "LOOP_PENALTY",
+    "VOICE_WEIGHT",
+    "Candidate",
+    "Scorer",
+    "Voice",
+    "best_of",
+    "body",
+    "rank",
+    "score_candidate",
+    "voice_for",
+]
 
-Voice = Callable[[str, str], float]
-"""(text, persona) -> probability that persona wrote text."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One sampled reply (``Sender: text`` or plain text) with what scoring needs."""
-
-    text: str
-    logprob: float
-    context: tuple[str, ...] = ()
-    persona: str | None = None
-
-
-Scorer = Callable[[Candidate], float]
+log = logging.getLogger(__name__)
+_voices: dict[Path, tuple[tuple[int, int], VoiceScorer | None]] = {}
+_lock = threading.Lock()
 
 
-def body(text: str) -> str:
-    """The message text of a ``Sender: text`` reply (the whole text when it names nobody)."""
-    sender, said = parse_turn(text)
-    return said if sender is not None else clean_text(text)
-
-
-def score_candidate(candidate: Candidate, voice: Voice | None = None) -> float:
-    """Higher is better: the model's confidence, less loops and echoes, plus the voice."""
-    said = body(candidate.text)
-    score = candidate.logprob
-    if loops(said):
-        score -= LOOP_PENALTY
-    if echoes(said, candidate.context):
-        score -= ECHO_PENALTY
-    if voice is not None and candidate.persona:
-        score += VOICE_WEIGHT * voice(said, candidate.persona)
-    return score
-
-
-def rank(candidates: Sequence[Candidate], scorer: Scorer = score_candidate) -> list[str]:
-    """Candidate texts, best score first (ties keep the sampling order)."""
-    scores = [scorer(c) for c in candidates]
-    order = sorted(range(len(candidates)), key=lambda i: -scores[i])
-    return [candidates[i].text for i in order]
+def voice_for(model_dir: Path | str | None) -> VoiceScorer | None:
+    """The voice scorer saved with ``model_dir`` (cached; read again when the file changes, so
+    this is one ``stat`` per reply). A file that cannot be read is logged and ignored."""
+    if model_dir is None:
+        return None
+    path = Path(model_dir) / voice_scorer.SCORER_FILE
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    version = (stat.st_mtime_ns, stat.st_size)
+    with _lock:
+        cached = _voices.get(path)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+    try:
+        scorer = voice_scorer.load(Path(model_dir))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: voice scorer ignored (%s)", path, exc)
+        scorer = None
+    with _lock:
+        _voices[path] = (version, scorer)
+    return scorer
 
 
 def best_of(
@@ -88,10 +93,10 @@ def best_of(
     """``options.num_return_sequences`` replies to ``prompt`` from one batch, best first.
 
     The bot's reply path and the latency benchmark both call this, so the benchmark times
-    what the bot does.
+    what the bot does; ``scorer`` gets the served model's voice and feedback terms added.
     """
     scored = engine.generate_scored([prompt], options)[0]
     lines = tuple(context)
-    # issue 14: the group's liked/disliked replies, when the served model has that scorer
-    scorer = with_feedback(scorer, getattr(engine, "model_dir", None))
+    model_dir = getattr(engine, "model_dir", None)
+    scorer = with_model_scorers(scorer, voice_for(model_dir), feedback_for(model_dir))
     return rank([Candidate(text, logprob, lines, persona) for text, logprob in scored], scorer)

@@ -18,7 +18,13 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
-from training.model.decoding import NO_REPEAT_NGRAM_SIZE, REPETITION_PENALTY
+from training.model.decoding import (
+    NO_REPEAT_NGRAM_SIZE,
+    REPETITION_PENALTY,
+    REPLY_CANDIDATES,
+    TEMPERATURE,
+    TOP_P,
+)
 from training.settings import ENV_FILE, SETTINGS_CONFIG, TrainingSettings, load
 
 TELEGRAM_API = "https://api.telegram.org/bot"
@@ -165,8 +171,10 @@ class GenerationSection(BaseModel):
         "generation at a time anyway; more helps only when task models are separate).",
     )
     max_new_tokens: int = Field(48, ge=1, le=512, description="Longest reply, in tokens.")
-    temperature: float = Field(0.9, gt=0, description="Sampling temperature for chat replies.")
-    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling cut for chat replies.")
+    temperature: float = Field(
+        TEMPERATURE, gt=0, description="Sampling temperature for chat replies."
+    )
+    top_p: float = Field(TOP_P, gt=0, le=1, description="Nucleus sampling cut for chat replies.")
     no_repeat_ngram_size: int = Field(
         NO_REPEAT_NGRAM_SIZE,
         ge=0,
@@ -178,7 +186,7 @@ class GenerationSection(BaseModel):
         description="Tokens already in a reply are this much less likely again (1: off).",
     )
     reply_candidates: int = Field(
-        2,
+        REPLY_CANDIDATES,
         ge=1,
         le=16,
         description="Chat replies sampled at once; the best-scored one is sent (1: the first). "

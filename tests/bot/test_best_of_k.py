@@ -6,11 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from bot.best_of import ECHO_PENALTY, Candidate, Scorer, rank, score_candidate
+from bot.best_of import (
+    ECHO_PENALTY,
+    LOOP_PENALTY,
+    VOICE_WEIGHT,
+    Candidate,
+    Scorer,
+    rank,
+    score_candidate,
+)
 from bot.replies import Reply
 from bot.service import FriendBot
 from tests.bot.scripted_engine import ScriptedEngine, served
 from tests.bot.test_service import ALICE, BOB, CAROL, GROUP, make_settings, say
+from training.model.rerank import FEEDBACK_WEIGHT
 
 OUTPUTS = ["Bob: sounds good", "Alice: me too", "Bob: see you at ten"]
 
@@ -32,8 +41,10 @@ def test_loops_and_echoes_lose_to_a_less_likely_clean_reply() -> None:
 def test_voice_adds_the_persona_probability() -> None:
     cand = Candidate("Bob: yo", -1.0, persona="Bob")
     assert score_candidate(cand, voice=lambda text, who: 0.75 if who == "Bob" else 0.0) == (
-        pytest.approx(-0.25)
+        pytest.approx(-1.0 + 0.75 * VOICE_WEIGHT)
     )
+    # the voice never outweighs a loop or an echo
+    assert min(LOOP_PENALTY, ECHO_PENALTY) > VOICE_WEIGHT + FEEDBACK_WEIGHT
 
 
 def _prefer(text_fragment: str) -> tuple[Scorer, list[Candidate]]:

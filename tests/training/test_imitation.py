@@ -14,11 +14,13 @@ from tests.training.test_evaluate import data_dir, model_dir  # noqa: F401 (shar
 from training.model.decoding import (
     BOT_DECODING,
     GREEDY_DECODING,
+    REPLY_CANDIDATES,
     DecodeOptions,
     hf_generate_kwargs,
 )
 from training.model.evaluate import evaluate, generate, load_model, score
 from training.model.imitation import (
+    PersonaCase,
     echoes,
     fit_voice,
     imitation_markdown,
@@ -134,8 +136,10 @@ def test_measure_imitation_scores_each_reply_set() -> None:
     train, test = _rows(80, seed=0), _rows(10, seed=1)
     calls: list[tuple[int, bool]] = []
 
-    def fake_generate(prompts: list[str], options: DecodeOptions) -> list[str]:
+    def fake_generate(cases: list[PersonaCase], options: DecodeOptions) -> list[str]:
         """Greedy: the real replies; sampled: the other friend's voice, or a loop."""
+        prompts = [c.prompt for c in cases]
+        assert [c.persona for c in cases] == [r["sender"] for r in test]
         calls.append((len(prompts), options.sample))
         assert all(p.rsplit("\n", 1)[-1] in ("reply as Kat:", "reply as Lee:") for p in prompts)
         if not options.sample:
@@ -162,6 +166,9 @@ def test_measure_imitation_scores_each_reply_set() -> None:
     greedy, sampled = report["greedy"], report["sampled"]
     # the real replies are the ceiling, exactly
     assert greedy["voice"] == report["voice_ceiling"]
+    # the independent word judge reads the same replies with its own ceiling
+    assert greedy["voice_word_balanced"] == report["voice_ceiling_word_balanced"] == 1.0
+    assert sampled["voice_word_balanced"] <= 0.2
     assert (greedy["loops"], greedy["echo"], greedy["persona_kept"]) == (0.0, 0.0, 1.0)
     # 8 in the other voice (never attributed to the persona) and 2 loops ("so so so")
     assert sampled["voice"] <= 0.2 and sampled["loops"] == pytest.approx(2 / 10)
@@ -186,8 +193,8 @@ def test_persona_balanced_voice_scores_one_voice_at_one_over_n() -> None:
     test += [r for r in _rows(12, seed=4) if r["sender"] == "Lee"][:1]  # 14 Kat, 5 Lee
     assert sum(r["sender"] == "Kat" for r in test) == 14 and len(test) == 19
 
-    def all_kat(prompts: list[str], options: DecodeOptions) -> list[str]:
-        return [f"Kat: {_styled('Kat', rng)}" for _ in prompts]
+    def all_kat(cases: list[PersonaCase], options: DecodeOptions) -> list[str]:
+        return [f"Kat: {_styled('Kat', rng)}" for _ in cases]
 
     report = measure_imitation(test, train, all_kat, {"greedy": GREEDY_DECODING})
     assert report is not None
@@ -204,7 +211,7 @@ def test_persona_balanced_voice_scores_one_voice_at_one_over_n() -> None:
 def test_measure_imitation_needs_two_speakers() -> None:
     train = [r for r in _rows(80, seed=0) if r["sender"] == "Kat"]
     assert (
-        measure_imitation(_rows(10, 1), train, lambda p, o: p, {"greedy": GREEDY_DECODING}) is None
+        measure_imitation(_rows(10, 1), train, lambda c, o: [], {"greedy": GREEDY_DECODING}) is None
     )
     assert "Not measured" in "\n".join(imitation_markdown(None))
 
@@ -287,14 +294,21 @@ def test_evaluate_reports_imitation_and_draws_voice(
     assert imitation["voice_ceiling"] == 1.0
     assert imitation["voice_chance"] == pytest.approx(7 / 24)
     assert imitation["voice_uniform"] == 0.25
-    for decoding in ("greedy", "sampled"):
+    for decoding in ("greedy", "sampled", "bot"):
         measures = imitation[decoding]
-        for key in ("voice", "persona_kept", "loops", "echo", "empty"):
+        for key in ("voice", "voice_word_balanced", "persona_kept", "loops", "echo", "empty"):
             assert 0.0 <= measures[key] <= 1.0, (decoding, key)
         assert measures["loops"] == 0.0  # the guards
         assert sum(v["n"] for v in measures["per_speaker"].values()) == 24
     assert imitation["decoding"]["sampled"]["sample"] is True
     assert imitation["decoding"]["greedy"]["sample"] is False
+    # the bot's row: REPLY_CANDIDATES samples ranked with the voice scorer `train` saved
+    assert imitation["decoding"]["bot"]["num_return_sequences"] == REPLY_CANDIDATES
+    assert imitation["bot_ranking"] == {
+        "candidates": REPLY_CANDIDATES,
+        "voice_scorer": True,
+        "feedback_scorer": False,
+    }
     assert imitation["baselines"]["repeat_last_line"]["echo"] == 1.0
     for key in ("loops", "echo"):
         assert isinstance(saved[key], float)

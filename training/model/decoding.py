@@ -20,11 +20,18 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 MAX_NEW_TOKENS = 48
-TEMPERATURE = 0.9
+TEMPERATURE = 0.5
+"""Chosen on the validation split of a real Slack chat (BENCHMARKS.md, "Voice in the bot's
+decoding"): at 0.9 one sample sounded like the persona to the judge 0.32 of the time, at 0.5
+0.41 (greedy 0.47), with loops and echo 0 either way; 0.4 and below left too little variety for
+best-of-k to choose from."""
 TOP_P = 0.9
 TOP_K = 50
 NO_REPEAT_NGRAM_SIZE = 3
 REPETITION_PENALTY = 1.2
+REPLY_CANDIDATES = 2
+"""Chat replies the bot samples at once and ranks (training.model.rerank); ``evaluate``'s "bot"
+row draws as many. 2: the most whose p50 latency stays within 1.5x of one (BENCHMARKS.md)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,8 @@ class DecodeOptions:
 
 
 BOT_DECODING = DecodeOptions()
-"""What the bot sends: sampled, with both loop guards (``friendbot evaluate``'s "sampled")."""
+"""How the bot samples: with both loop guards (``friendbot evaluate``'s "sampled" is one such
+sample; its "bot" row draws REPLY_CANDIDATES of them and ranks them as the bot does)."""
 
 GREEDY_DECODING = replace(BOT_DECODING, sample=False)
 """The bot's settings with sampling off: the most likely reply, still with the loop guards."""

@@ -14,7 +14,9 @@ Metrics on a split of a prepared dataset (the test split by default):
   context line (training/model/imitation.py).
 - ``imitation``: asked ``reply as NAME:`` for each pair of an active speaker, how often the
   reply sounds like NAME to a speaker classifier, next to its ceiling and chance, with loops and
-  echo, under greedy decoding and under the bot's sampling (training/model/imitation.py).
+  echo, greedy, as one plain sample, and as the bot decodes ("bot": best of REPLY_CANDIDATES
+  samples ranked by training.model.rerank with the scorers saved in the model directory,
+  exactly as bot.best_of ranks them; training/model/imitation.py).
 
 Every generation uses the shared decoding defaults (training/model/decoding.py), loop guards
 included, so the report shows what the bot would say.
@@ -36,8 +38,15 @@ from typing import TYPE_CHECKING, Any
 
 from training.errors import InputError, first_line
 from training.formatting import parse_turn
-from training.model.decoding import BOT_DECODING, GREEDY_DECODING, DecodeOptions, hf_generate_kwargs
+from training.model.decoding import (
+    BOT_DECODING,
+    GREEDY_DECODING,
+    REPLY_CANDIDATES,
+    DecodeOptions,
+    hf_generate_kwargs,
+)
 from training.model.imitation import (
+    PersonaCase,
     echoes,
     imitation_markdown,
     loops,
@@ -46,6 +55,14 @@ from training.model.imitation import (
     tokenize_words,
 )
 from training.model.model_dir import ModelInfo, validate
+from training.model.rerank import (
+    Candidate,
+    Scorer,
+    load_model_scorers,
+    rank,
+    score_candidate,
+    with_model_scorers,
+)
 from training.output_dirs import EVAL_KIND, check_location, check_replaceable, staged
 
 if TYPE_CHECKING:
@@ -230,6 +247,104 @@ def generate(
     return replies
 
 
+def generate_scored(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_source_length: int,
+    options: DecodeOptions,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[tuple[str, float]]]:
+    """``options.num_return_sequences`` replies per prompt, each with its mean token
+    log-probability under the distribution it was drawn from (the eos included), computed as
+    the bot's Hugging Face backend computes it (bot/engine.py), so ranking them agrees."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from training.model.batching import encode_texts
+
+    encoded = encode_texts(tokenizer, prompts, max_source_length)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    k = options.num_return_sequences
+    eos = model.generation_config.eos_token_id
+    eos = eos[0] if isinstance(eos, list) else eos
+    out: list[list[tuple[str, float]]] = [[] for _ in encoded]
+    rng = torch.random.fork_rng(devices=[]) if options.seed is not None else nullcontext()
+    with torch.no_grad(), rng:
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            input_ids, mask = _padded([encoded[i] for i in idx], tokenizer.pad_token_id)
+            result = model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                output_scores=True,
+                return_dict_in_generate=True,
+                **hf_generate_kwargs(options),
+            )
+            steps = model.compute_transition_scores(
+                result.sequences, result.scores, normalize_logits=True
+            ).cpu()
+            for row, (seq, logps) in enumerate(zip(result.sequences.cpu(), steps, strict=True)):
+                ids = seq[1:].tolist()
+                ids = ids[: ids.index(eos)] if eos in ids else ids
+                counted = min(len(ids) + 1, len(logps))
+                text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+                mean = float(logps[:counted].mean()) if counted else 0.0
+                out[idx[row // k]].append((text, mean))
+            if on_batch:
+                on_batch(len(idx))
+    return out
+
+
+def best_of_replies(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    cases: Sequence[PersonaCase],
+    max_source_length: int,
+    options: DecodeOptions,
+    scorer: Scorer = score_candidate,
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
+    """The reply the bot would post for each case: ``options.num_return_sequences`` samples
+    ranked by ``scorer`` (bot.best_of), or, when all of them came out empty, the first of as
+    many beams (bot.service does the same)."""
+    prompts = [c.prompt for c in cases]
+    scored = generate_scored(
+        model, tokenizer, prompts, max_source_length, options, batch_size, on_batch
+    )
+    replies = [
+        rank([Candidate(t, lp, c.context, c.persona) for t, lp in cands], scorer)[0]
+        for c, cands in zip(cases, scored, strict=True)
+    ]
+    empty = [i for i, cands in enumerate(scored) if not any(t.strip() for t, _ in cands)]
+    if empty:
+        beams = replace(options, sample=False, seed=None)
+        again = generate_scored(
+            model, tokenizer, [prompts[i] for i in empty], max_source_length, beams, batch_size
+        )
+        for i, cands in zip(empty, again, strict=True):
+            replies[i] = cands[0][0]
+    return replies
+
+
+def _padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask), right-padded as T5 was trained."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return input_ids, mask
+
+
 # --- metrics ------------------------------------------------------------------------------
 
 
@@ -390,7 +505,7 @@ def evaluate(
     }
     if do_generate:
         report["imitation"] = imitation_measures(
-            model, tokenizer, rows, train_rows, max_source, batch_size, progress
+            model, tokenizer, rows, train_rows, max_source, batch_size, progress, model_dir
         )
     _write_outputs(report, samples, out_dir)
     report["out_dir"] = str(out_dir)
@@ -405,27 +520,68 @@ def imitation_measures(
     max_source_length: int,
     batch_size: int = 32,
     progress: bool = False,
+    model_dir: Path | None = None,
 ) -> dict[str, Any] | None:
-    """Voice, loops and echo of ``reply as NAME:`` replies, greedy and sampled as the bot does,
-    beside the two baselines (training/model/imitation.py); None with too few speakers."""
+    """Voice, loops and echo of ``reply as NAME:`` replies: greedy, one plain sample, and as
+    the bot decodes (best of REPLY_CANDIDATES, ranked with the scorers saved in ``model_dir``
+    as the bot ranks them), beside the two baselines (training/model/imitation.py); None with
+    too few speakers."""
     from training.progress import progress as progress_bar
 
-    def run(prompts: list[str], options: DecodeOptions) -> list[str]:
-        how = "sampled" if options.sample else "greedy"
-        bar = progress_bar(len(prompts), f"persona, {how}", enabled=progress)
+    scorer = _bot_scorer(model_dir)
+
+    def run(cases: list[PersonaCase], options: DecodeOptions) -> list[str]:
+        k = options.num_return_sequences
+        how = f"best of {k}" if k > 1 else "sampled" if options.sample else "greedy"
+        bar = progress_bar(len(cases), f"persona, {how}", enabled=progress)
         try:
+            if k > 1:
+                return best_of_replies(
+                    model,
+                    tokenizer,
+                    cases,
+                    max_source_length,
+                    options,
+                    scorer,
+                    max(1, batch_size // k),
+                    bar.update,
+                )
+            prompts = [c.prompt for c in cases]
             return generate(
                 model, tokenizer, prompts, max_source_length, options, batch_size, bar.update
             )
         finally:
             bar.close()
 
-    decodings = {"greedy": GREEDY_DECODING, "sampled": replace(BOT_DECODING, seed=SAMPLING_SEED)}
+    sampled = replace(BOT_DECODING, seed=SAMPLING_SEED)
+    decodings = {"greedy": GREEDY_DECODING, "sampled": sampled}
+    if REPLY_CANDIDATES > 1:
+        decodings["bot"] = replace(sampled, num_return_sequences=REPLY_CANDIDATES)
     baselines = {
         "most_frequent_speaker": lambda rs: most_frequent_speaker_replies(train_rows, len(rs))[1],
         "repeat_last_line": repeat_last_line_replies,
     }
-    return measure_imitation(rows, train_rows, run, decodings, baselines)
+    report = measure_imitation(rows, train_rows, run, decodings, baselines)
+    if report is not None:
+        voice, feedback = load_model_scorers(model_dir) if model_dir else (None, None)
+        report["bot_ranking"] = {
+            "candidates": REPLY_CANDIDATES,
+            "voice_scorer": voice is not None,
+            "feedback_scorer": feedback is not None,
+        }
+    return report
+
+
+def _bot_scorer(model_dir: Path | None) -> Scorer:
+    """How the bot ranks this model's candidates (training.model.rerank); a scorer file the
+    bot would skip as unreadable is refused here, so a report never hides that."""
+    if model_dir is None:
+        return score_candidate
+    try:
+        voice, feedback = load_model_scorers(Path(model_dir))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{model_dir}: unreadable reply scorer ({first_line(exc)})") from exc
+    return with_model_scorers(score_candidate, voice, feedback)
 
 
 def _write_outputs(report: dict[str, Any], samples: list[dict[str, str]], out_dir: Path) -> None:

@@ -21,6 +21,14 @@ like that friend, nor whether it is a usable chat message at all. Three measures
   ("i'm sorry, i'm sorry, i'm sorry").
 - *echo*: the share of replies whose text is a context line's text, verbatim (a parrot).
 
+Circularity: the bot's best-of-k adds a voice classifier's probability to each candidate's
+score (training.model.voice_scorer), fit on the same training messages with character n-grams
+too. Replies picked that way are picked *for* sounding like NAME to such a classifier, so the
+judge above is flattered by it. Voice is therefore also reported under an independent judge on
+different features: *voice_word*, a classifier on whole words (lowercased word unigrams, no
+character n-grams, so spelling, punctuation and casing habits are invisible to it), with its
+own ceiling on the real replies.
+
 The measures are pure functions of texts; ``measure_imitation`` runs them over the persona
 prompts of a split for each decoding and baseline it is given, so the caller owns the model.
 """
@@ -47,7 +55,8 @@ LOOP_COUNT = 3
 _TOKEN = re.compile(r"\w+|[^\w\s!-/:-@\[-`{-~]")
 
 Row = Mapping[str, Any]
-Generate = Callable[[list[str], DecodeOptions], list[str]]
+Generate = Callable[[list["PersonaCase"], DecodeOptions], list[str]]
+"""(persona cases, decoding) -> one reply per case (best-of-k needs each case's context)."""
 
 
 def tokenize_words(text: str) -> list[str]:
@@ -154,16 +163,8 @@ def fit_voice(
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import SGDClassifier
 
-    keep = set(speakers)
-    mine = [(t, s) for t, s in zip(texts, senders, strict=True) if s in keep and t.strip()]
-    taken: Counter[str] = Counter()
-    chosen: list[tuple[str, str]] = []
-    for text, sender in reversed(mine):
-        if taken[sender] < per_speaker:
-            taken[sender] += 1
-            chosen.append((text, sender))
-    if len(taken) < 2:
-        raise ValueError(f"a voice classifier needs two speakers with messages, got {len(taken)}")
+    chosen = _latest(texts, senders, speakers, per_speaker)
+    taken = Counter(s for _, s in chosen)
     vectorizer = TfidfVectorizer(
         analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2, lowercase=False
     )
@@ -179,6 +180,42 @@ def fit_voice(
     model.fit(features, [s for _, s in chosen])
     kept = tuple(s for s in speakers if taken[s])
     return VoiceClassifier(kept, vectorizer, model, len(chosen))
+
+
+def fit_word_judge(
+    texts: Sequence[str],
+    senders: Sequence[str],
+    speakers: Sequence[str],
+    per_speaker: int = MAX_TRAIN_PER_SPEAKER,
+    seed: int = 0,
+) -> VoiceClassifier:
+    """The independent judge: the same messages, but lowercased whole words (TF-IDF) and a
+    logistic regression, so it cannot see the character n-grams the reranker scores."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    chosen = _latest(texts, senders, speakers, per_speaker)
+    vectorizer = TfidfVectorizer(analyzer=tokenize_words, sublinear_tf=True, min_df=2)
+    model = LogisticRegression(C=3.0, class_weight="balanced", max_iter=500, random_state=seed)
+    model.fit(vectorizer.fit_transform([t for t, _ in chosen]), [s for _, s in chosen])
+    kept = tuple(s for s in speakers if s in set(model.classes_))
+    return VoiceClassifier(kept, vectorizer, model, len(chosen))
+
+
+def _latest(
+    texts: Sequence[str], senders: Sequence[str], speakers: Sequence[str], per_speaker: int
+) -> list[tuple[str, str]]:
+    """Each speaker's latest ``per_speaker`` non-empty messages (the test split comes later)."""
+    keep = set(speakers)
+    taken: Counter[str] = Counter()
+    chosen: list[tuple[str, str]] = []
+    for text, sender in reversed(list(zip(texts, senders, strict=True))):
+        if sender in keep and text.strip() and taken[sender] < per_speaker:
+            taken[sender] += 1
+            chosen.append((text, sender))
+    if len(taken) < 2:
+        raise ValueError(f"a voice classifier needs two speakers with messages, got {len(taken)}")
+    return chosen
 
 
 def attribution(
@@ -246,20 +283,27 @@ def persona_cases(rows: Sequence[Row], speakers: Sequence[str]) -> list[PersonaC
 
 
 def reply_measures(
-    classifier: VoiceClassifier, cases: Sequence[PersonaCase], replies: Sequence[str]
+    classifier: VoiceClassifier,
+    cases: Sequence[PersonaCase],
+    replies: Sequence[str],
+    word_judge: VoiceClassifier | None = None,
 ) -> dict[str, Any]:
     """Voice, persona kept, loops, echo and empty shares of ``replies`` to ``cases``.
 
     ``persona_kept`` is how often the reply's ``Sender:`` is the persona asked for (the bot
-    posts under the persona anyway, so it is reported but not judged).
+    posts under the persona anyway, so it is reported but not judged). ``voice_word*``: the
+    voice under the independent word judge, when one is given.
     """
     parsed = [parse_turn(r) for r in replies]
     texts = [text for _, text in parsed]
     personas = [c.persona for c in cases]
     voice = attribution(classifier, texts, personas)
+    words = attribution(word_judge, texts, personas) if word_judge is not None else None
     return {
         "voice": voice["share"],
         "voice_balanced": voice["balanced"],
+        "voice_word": words["share"] if words else None,
+        "voice_word_balanced": words["balanced"] if words else None,
         "persona_kept": share([s == p for (s, _), p in zip(parsed, personas, strict=True)]),
         "loops": share([loops(t) for t in texts]),
         "echo": share([echoes(t, c.context) for t, c in zip(texts, cases, strict=True)]),
@@ -281,7 +325,7 @@ def measure_imitation(
 ) -> dict[str, Any] | None:
     """Voice, loops and echo of persona replies under each decoding, beside baselines.
 
-    ``generate(prompts, options)`` returns one reply per prompt; ``baselines`` map a name to a
+    ``generate(cases, options)`` returns one reply per case; ``baselines`` map a name to a
     function from the cases' rows to replies. None when fewer than two speakers have enough
     messages to tell apart (nothing to measure).
     """
@@ -291,9 +335,11 @@ def measure_imitation(
     if len(speakers) < 2:
         return None
     classifier = fit_voice(train_texts, train_senders, speakers)
+    word_judge = fit_word_judge(train_texts, train_senders, speakers)
     cases = persona_cases(rows, speakers)
     personas = [c.persona for c in cases]
     ceiling = attribution(classifier, [c.real_text for c in cases], personas)
+    word_ceiling = attribution(word_judge, [c.real_text for c in cases], personas)
     report: dict[str, Any] = {
         "speakers": speakers,
         "cases": len(cases),
@@ -305,6 +351,9 @@ def measure_imitation(
         "voice_ceiling_balanced": ceiling["balanced"],
         "voice_chance_balanced": 1 / len(ceiling["per_speaker"]),
         "ceiling_per_speaker": ceiling["per_speaker"],
+        # the independent judge (whole words): its own ceiling on the same real replies
+        "voice_ceiling_word": word_ceiling["share"],
+        "voice_ceiling_word_balanced": word_ceiling["balanced"],
         "classifier": {
             "features": "char_wb 2-4 tf-idf",
             "model": "SGD log-loss, balanced classes",
@@ -313,11 +362,10 @@ def measure_imitation(
         },
         "decoding": {name: asdict(opts) for name, opts in decodings.items()},
     }
-    prompts = [c.prompt for c in cases]
     for name, opts in decodings.items():
-        report[name] = reply_measures(classifier, cases, generate(prompts, opts))
+        report[name] = reply_measures(classifier, cases, generate(list(cases), opts), word_judge)
     report["baselines"] = {
-        name: reply_measures(classifier, cases, make([c.row for c in cases]))
+        name: reply_measures(classifier, cases, make([c.row for c in cases]), word_judge)
         for name, make in (baselines or {}).items()
     }
     return report
@@ -325,7 +373,15 @@ def measure_imitation(
 
 # --- the report -------------------------------------------------------------------------------
 
-MEASURES = ("voice", "voice_balanced", "persona_kept", "loops", "echo", "empty")
+MEASURES = (
+    "voice",
+    "voice_balanced",
+    "voice_word_balanced",
+    "persona_kept",
+    "loops",
+    "echo",
+    "empty",
+)
 
 
 def imitation_rows(report: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, list[str]]]]:
@@ -334,7 +390,11 @@ def imitation_rows(report: Mapping[str, Any]) -> tuple[list[str], list[tuple[str
     baselines = list(report["baselines"])
     systems = [report[d] for d in decodings] + [report["baselines"][b] for b in baselines]
     columns = [*decodings, *(b.replace("_", " ") for b in baselines)]
-    return columns, [(m, [f"{s[m]:.3f}" for s in systems]) for m in MEASURES]
+    return columns, [(m, [_fmt(s.get(m)) for s in systems]) for m in MEASURES]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def imitation_markdown(report: Mapping[str, Any] | None) -> list[str]:
@@ -362,6 +422,9 @@ def imitation_markdown(report: Mapping[str, Any] | None) -> list[str]:
         "per-persona shares, as on a case set with equally many prompts per persona): ceiling "
         f"**{report['voice_ceiling_balanced']:.3f}**, chance "
         f"**{report['voice_chance_balanced']:.3f}** (1/N: one voice for every prompt). "
+        "*voice_word_balanced*: the same under an independent judge on whole words (the bot's "
+        "reranker scores character n-grams, which flatters the first judge), ceiling "
+        f"**{report.get('voice_ceiling_word_balanced', 0.0):.3f}**. "
         "*loops*: a word 3-gram three times; *echo*: a context line copied.",
         "",
         f"| measure | {' | '.join(columns)} |",
@@ -390,6 +453,9 @@ def _describe(options: Mapping[str, Any]) -> str:
         if options["sample"]
         else "greedy"
     )
+    k = options.get("num_return_sequences", 1)
+    if k > 1:
+        how += f", best of {k} (log-probability, loop/echo penalties, voice: as the bot)"
     return (
         f"{how}, no repeated {options['no_repeat_ngram_size']}-gram, repetition penalty "
         f"{options['repetition_penalty']}, at most {options['max_new_tokens']} tokens"
