@@ -4,7 +4,7 @@ Drawing k at once costs little more than one (one padded batch, the same encoder
 prompt). How a candidate is scored (the model's mean log-probability, penalties for loops and
 echoes, the persona's voice probability, the group's taste) lives in training.model.rerank, so
 ``friendbot evaluate`` ranks its "bot decoding" replies with the very same code; here the served
-model's saved scorers are found (cached per file version) and the batch is drawn.
+model's saved scorers are found (bot.model_scorers) and the batch is drawn.
 
 Scoring only orders the candidates; which speaker is acceptable is still decided by
 bot.replies (``choose_reply``/``persona_reply`` take the first acceptable in this order).
@@ -12,14 +12,10 @@ bot.replies (``choose_reply``/``persona_reply`` take the first acceptable in thi
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.feedback_scorer import scorer_for as feedback_for
-from training.model import voice_scorer
+from bot.model_scorers import scorers_for
 from training.model.decoding import DecodeOptions
 from training.model.rerank import (
     ECHO_PENALTY,
@@ -33,7 +29,6 @@ from training.model.rerank import (
     score_candidate,
     with_model_scorers,
 )
-from training.model.voice_scorer import VoiceScorer
 
 if TYPE_CHECKING:
     from bot.engine import ReplyEngine
@@ -49,38 +44,7 @@ __all__ = [
     "body",
     "rank",
     "score_candidate",
-    "voice_for",
 ]
-
-log = logging.getLogger(__name__)
-_voices: dict[Path, tuple[tuple[int, int], VoiceScorer | None]] = {}
-_lock = threading.Lock()
-
-
-def voice_for(model_dir: Path | str | None) -> VoiceScorer | None:
-    """The voice scorer saved with ``model_dir`` (cached; read again when the file changes, so
-    this is one ``stat`` per reply). A file that cannot be read is logged and ignored."""
-    if model_dir is None:
-        return None
-    path = Path(model_dir) / voice_scorer.SCORER_FILE
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    version = (stat.st_mtime_ns, stat.st_size)
-    with _lock:
-        cached = _voices.get(path)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-    try:
-        scorer = voice_scorer.load(Path(model_dir))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("%s: voice scorer ignored (%s)", path, exc)
-        scorer = None
-    with _lock:
-        _voices[path] = (version, scorer)
-    return scorer
-
 
 def best_of(
     engine: ReplyEngine,
@@ -98,5 +62,5 @@ def best_of(
     scored = engine.generate_scored([prompt], options)[0]
     lines = tuple(context)
     model_dir = getattr(engine, "model_dir", None)
-    scorer = with_model_scorers(scorer, voice_for(model_dir), feedback_for(model_dir))
+    scorer = with_model_scorers(scorer, *scorers_for(model_dir))
     return rank([Candidate(text, logprob, lines, persona) for text, logprob in scored], scorer)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.best_of import best_of
-from bot.feedback_scorer import score, with_feedback
+from bot.model_scorers import scorers_for
 from tests.bot.scripted_engine import ScriptedEngine
 from training.model import feedback_scorer
 from training.model.decoding import DecodeOptions
@@ -73,11 +73,9 @@ def test_best_of_k_ranks_with_the_served_models_scorer(
     options = DecodeOptions(num_return_sequences=2)
     # without a scorer: equal log-probabilities keep the sampling order
     assert best_of(engine, "prompt", options, ())[0] == outputs[0]
-    assert score(["x"], engine.model_dir) == [0.5]
+    assert scorers_for(engine.model_dir) == (None, None)
     engine.model_dir = tmp_path
     feedback_scorer.save(scorer, tmp_path)
     assert best_of(engine, "prompt", options, ())[0] == outputs[1]
-    plain = lambda candidate: 0.0  # noqa: E731
-    assert with_feedback(plain, None) is plain
     (tmp_path / feedback_scorer.SCORER_FILE).write_text("not json", encoding="utf-8")
     assert best_of(engine, "prompt", options, ())[0] == outputs[0]  # unreadable: ignored

@@ -147,10 +147,3 @@ def test_evaluate_ranks_the_candidates_the_bot_would_draw(
         )[0]
         ranked = rank([Candidate(t, s, case.context, case.persona) for t, s in cands], scorer)
         assert chosen == [ranked[0]]
-
-
-def test_the_bot_and_evaluate_weigh_feedback_alike() -> None:
-    from bot.feedback_scorer import FEEDBACK_WEIGHT as BOTS
-    from training.model.rerank import FEEDBACK_WEIGHT
-
-    assert BOTS == FEEDBACK_WEIGHT
