@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from training.errors import InputError
 from training.model.batching import Encoded, preprocess
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOSS_PLOT = "loss.png"
 RESUME_KEYS = (
@@ -190,7 +191,11 @@ def _load_data(config: TrainConfig, run: _Run) -> _Data:
         task=task,
         tokenizer=tokenizer,
         train=preprocess(task.train, tokenizer, *lengths),
-        validation=preprocess(task.validation, tokenizer, *lengths),
+        validation=preprocess(
+            validation_sample(task.validation, config.eval_examples or 0, config.seed),
+            tokenizer,
+            *lengths,
+        ),
     )
     if not data.validation:
         log.warning("%s: no validation examples; no early stopping, last weights kept", config.data)
@@ -282,6 +287,20 @@ def partial_dir(out: Path) -> Path:
     """Where a run in progress keeps its checkpoints: ``OUT.partial`` next to ``OUT``."""
     out = Path(out)
     return out.with_name(out.name + ".partial")
+
+
+def validation_sample(examples: Sequence[T], limit: int, seed: int) -> list[T]:
+    """At most ``limit`` of ``examples`` (0: all), a seeded sample in their original order.
+
+    Validation runs only rank checkpoints for early stopping; the same sample every time
+    makes successive losses comparable, and ``friendbot evaluate`` still scores every pair.
+    """
+    if not limit or len(examples) <= limit:
+        return list(examples)
+    import numpy as np
+
+    keep = np.sort(np.random.default_rng([seed, 2]).choice(len(examples), limit, replace=False))
+    return [examples[i] for i in keep.tolist()]
 
 
 def _resolve_precision(precision: str, use_cuda: bool) -> str:
