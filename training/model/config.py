@@ -143,9 +143,7 @@ class TrainConfig:
             if value <= 0:
                 raise InputError(f"{name} {value}: must be positive")
         if self.eval_examples is not None and self.eval_examples < 0:
-            raise InputError(
-                f"--eval-examples {self.eval_examples}: must not be negative (0: all)"
-            )
+            raise InputError(f"--eval-examples {self.eval_examples}: must not be negative (0: all)")
         if self.train_tokens is not None and self.train_tokens < 0:
             raise InputError(
                 f"--train-tokens {self.train_tokens}: must not be negative (0: no cap)"
