@@ -145,10 +145,3 @@ def test_training_encoding_matches_the_bot_for_a_tokenizer_whose_lines_do_not_ad
         assert encode_texts(tokenizer, spaced, max_length) == [
             encode_source(tokenizer, p, max_length) for p in spaced
         ]
-
-
-def test_the_tokenizer_corpus_holds_each_line_once() -> None:
-    from training.model.tiny import distinct_lines
-
-    texts = ["A: hi\nB: yo", "B: yo\nA: so?", "A: so?"]
-    assert distinct_lines(texts) == ["A: hi", "B: yo", "A: so?"]

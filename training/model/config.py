@@ -28,6 +28,9 @@ TINY_TRAIN_TOKENS = 1_500_000
 # a CPU, five passes over a 4,295-pair validation split cost about 100 of the ~400 CPU s of a
 # real-chat run, and 1,000 pairs still rank successive checkpoints (docs/training.md).
 TINY_EVAL_EXAMPLES = 1000
+# The tiny model's torch threads on CPU (at most; fewer on a smaller machine), with passive
+# OpenMP waiting: measured on 2 cores (docs/training.md, "The five-minute budget").
+TINY_MAX_THREADS = 2
 # Fewer training pairs than this make a "model" that has learned nothing worth serving (one
 # pair trained without complaint before); --min-examples overrides it for experiments.
 MIN_EXAMPLES = 20
@@ -106,7 +109,7 @@ class TrainConfig:
     compile: bool = option(False, help="torch.compile the model (GPU).")
     cpu: bool = option(False, help="Train on CPU even with a GPU.")
     threads: int | None = option(
-        None, help="CPU threads for torch (default: 1 for tiny, else one per core)."
+        None, help="CPU threads for torch (default: tiny 2 (fewer cores: all), else one per core)."
     )
     log_every: int = option(10, help="Steps between metrics.jsonl records.")
     progress: bool = option(True, help="Show a progress bar.")

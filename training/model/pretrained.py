@@ -55,9 +55,9 @@ def load_tokenizer(
     saved = work / "tokenizer"
     if not (resume and saved.is_dir()):
         if accelerator.is_main_process:
-            from training.model.tiny import distinct_lines, train_tokenizer
+            from training.model.tiny import train_tokenizer
 
-            texts = distinct_lines(t for e in data.train for t in (e.source, e.target))
+            texts = [t for e in data.train for t in (e.source, e.target)]
             tokenizer = train_tokenizer(texts, vocab_size=tiny_vocab)
             tmp = work / "tokenizer.tmp"
             shutil.rmtree(tmp, ignore_errors=True)

@@ -32,18 +32,6 @@ class TinyShape:
     d_kv: int = 32
 
 
-def distinct_lines(texts: Iterable[str]) -> list[str]:
-    """Every distinct line of ``texts`` once, in first-seen order: the tokenizer's corpus.
-
-    A chat's prompts are sliding windows, so each message recurs as a context line in about
-    ten of them: training SentencePiece on whole prompts repeated every message ~10 times
-    (the same word frequencies, ten times the work: 28 of the ~130 CPU seconds before the
-    first step on a 25,000-message IRC log) and skipped prompts over its 4,192-byte sentence
-    limit.
-    """
-    return list(dict.fromkeys(line for text in texts for line in text.split("\n")))
-
-
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> T5Tokenizer:
     """Train a unigram SentencePiece model on chat text and wrap it as a T5 tokenizer.
 
