@@ -470,3 +470,29 @@ def test_train_tokens_caps_the_planned_steps(tmp_path: Path) -> None:
     assert TrainConfig(data=tmp_path, out=tmp_path / "m", base_model="t5-small").train_tokens == 0
     with pytest.raises(InputError, match="--train-tokens -1"):
         TrainConfig(data=tmp_path, out=tmp_path / "m", train_tokens=-1)
+
+
+def test_validation_runs_at_the_interval_and_the_end_but_not_twice_in_a_row() -> None:
+    from training.model.loop import validation_due
+
+    config = TrainConfig(data=Path("d"), out=Path("o"), eval_every=200)
+    due = [s for s in range(1, 807) if validation_due(s, 806, config)]
+    assert due == [200, 400, 600, 806]  # 800 is six steps before the end: skipped
+    assert [s for s in range(1, 901) if validation_due(s, 900, config)] == [200, 400, 600, 800, 900]
+
+
+def test_validation_uses_a_fixed_sample_of_at_most_eval_examples() -> None:
+    from training.model.finetune import validation_sample
+
+    items = list(range(5000))
+    sample = validation_sample(items, 1000, seed=0)
+    assert len(sample) == 1000 and sample == sorted(sample) and len(set(sample)) == 1000
+    assert sample == validation_sample(items, 1000, seed=0)
+    assert sample != validation_sample(items, 1000, seed=1)
+    assert validation_sample(items[:800], 1000, seed=0) == items[:800]
+    assert validation_sample(items, 0, seed=0) == items
+    tiny = TrainConfig(data=Path("d"), out=Path("o"))
+    flan = TrainConfig(data=Path("d"), out=Path("o"), base_model="google/flan-t5-base")
+    assert (tiny.eval_examples, flan.eval_examples) == (1000, 0)
+    with pytest.raises(InputError, match="--eval-examples -1"):
+        TrainConfig(data=Path("d"), out=Path("o"), eval_examples=-1)

@@ -102,3 +102,46 @@ def test_a_turn_too_long_to_fit_keeps_its_sender_and_the_end_of_its_text() -> No
         assert encode_texts(tokenizer, prompts, max_length) == [
             encode_source(tokenizer, p, max_length) for p in prompts
         ]
+
+
+class _NewlineTokenizer:
+    """A real tokenizer that also gives the line break an id of its own (as byte-level BPE
+    tokenizers do): a prompt's ids are then *not* its lines' ids, eos appended."""
+
+    def __init__(self, inner: object, newline_id: int) -> None:
+        self.inner, self.newline_id = inner, newline_id
+
+    def _one(self, text: str, add_special_tokens: bool) -> list[int]:
+        ids: list[int] = []
+        for i, line in enumerate(text.split("\n")):
+            if i:
+                ids.append(self.newline_id)
+            ids += self.inner(line, add_special_tokens=False)["input_ids"]
+        return [*ids, self.inner.eos_token_id] if add_special_tokens else ids
+
+    def __call__(self, text: object, add_special_tokens: bool = True) -> dict:
+        if isinstance(text, str):
+            return {"input_ids": self._one(text, add_special_tokens)}
+        return {"input_ids": [self._one(t, add_special_tokens) for t in text]}
+
+
+def test_training_encoding_matches_the_bot_for_a_tokenizer_whose_lines_do_not_add_up() -> None:
+    """Prompts are assembled from each distinct line's ids only where that is what a whole
+    prompt gives; a tokenizer with a newline token, or a line with outer spaces, gets every
+    prompt tokenized whole, and the ids still equal encode_source's."""
+    from training.model.batching import encode_texts
+
+    lines = [f"Speaker{i}: message number {i} with some words" for i in range(12)]
+    tokenizer = train_tokenizer([*lines, "reply as Speaker3:"] * 20, vocab_size=120)
+    prompts = [
+        build_prompt(lines[: n + 1], persona="Speaker3" if n % 2 else None) for n in range(12)
+    ]
+    odd = _NewlineTokenizer(tokenizer, newline_id=len(tokenizer))
+    spaced = [*prompts, "Speaker1: a  \n Speaker2: b"]
+    for max_length in (8, 24, 1_000):
+        assert encode_texts(odd, prompts, max_length) == [
+            encode_source(odd, p, max_length) for p in prompts
+        ]
+        assert encode_texts(tokenizer, spaced, max_length) == [
+            encode_source(tokenizer, p, max_length) for p in spaced
+        ]

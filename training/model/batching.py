@@ -56,30 +56,71 @@ def bucket_length(n: int, cap: int | None = None) -> int:
 def encode_texts(
     tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], max_length: int
 ) -> list[list[int]]:
-    """Encode prompts like ``encode_source`` does (oldest lines dropped first), but in one batch.
+    """Encode prompts exactly as ``encode_source`` does (oldest lines dropped first), fast.
 
-    The batched tokenizer call handles the common case; only over-long prompts go through the
-    line-by-line truncation, so the result is exactly what the bot computes per prompt.
+    A chat dataset's prompts are sliding windows over the same messages: each line recurs in
+    about ten prompts, in the free and in the ``reply as`` form. So every *distinct* line is
+    tokenized once (one batched call) and a prompt's ids are assembled from its lines'. That
+    is exact for a tokenizer whose ids for ``"a\\nb"`` are the ids of ``a`` then ``b`` then eos
+    (SentencePiece/T5 split at whitespace, so nothing spans a line break); a sample of whole
+    prompts is tokenized to check it, and a tokenizer that fails the check gets every prompt
+    tokenized whole as before. On a 25,000-message IRC log this took the encoding before the
+    first step from ~130 to a few CPU seconds.
     """
     if not prompts:
         return []
-    ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    long = [i for i, row in enumerate(ids) if len(row) > max_length]
-    # every line of every over-long prompt in one call: per prompt it was two calls (~5 ms)
-    if not long:
-        return ids
-    lines = [prompts[i].split("\n") for i in long]
-    flat_lines = [ln for group in lines for ln in group]
-    flat_ids = tokenizer(flat_lines, add_special_tokens=False)["input_ids"]
-    flat_heads = sender_heads(tokenizer, flat_lines, flat_ids)
-    start = 0
-    for i, group in zip(long, lines, strict=True):
-        end = start + len(group)
-        ids[i] = keep_newest_lines(
-            flat_ids[start:end], ids[i][-1], max_length, flat_heads[start:end]
-        )
-        start = end
+    lines = [p.split("\n") for p in prompts]
+    distinct = list(dict.fromkeys(ln for group in lines for ln in group))
+    distinct_ids = tokenizer(distinct, add_special_tokens=False)["input_ids"]
+    line_ids = dict(zip(distinct, distinct_ids, strict=True))
+    heads = dict(zip(distinct, sender_heads(tokenizer, distinct, distinct_ids), strict=True))
+    eos = _line_additive_eos(tokenizer, prompts, lines, line_ids)
+    if eos is None:  # lines do not add up to the prompt: tokenize every prompt whole
+        whole = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    ids: list[list[int]] = []
+    for i, group in enumerate(lines):
+        per_line = [line_ids[ln] for ln in group]
+        if eos is None:
+            if len(whole[i]) <= max_length:
+                ids.append(whole[i])
+                continue
+            end = whole[i][-1]
+        else:
+            if sum(map(len, per_line)) + 1 <= max_length:
+                ids.append([tok for line in per_line for tok in line] + [eos])
+                continue
+            end = eos
+        ids.append(keep_newest_lines(per_line, end, max_length, [heads[ln] for ln in group]))
     return ids
+
+
+_ADDITIVITY_SAMPLE = 64
+
+
+def _line_additive_eos(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    lines: Sequence[Sequence[str]],
+    line_ids: dict[str, list[int]],
+) -> int | None:
+    """The eos id when whole-prompt ids are the lines' ids plus one eos (on a sample), else None.
+
+    The sample is spread over the prompts and prefers multi-line ones (where it matters); a
+    line with leading or trailing whitespace, or an empty one, makes the boundary ambiguous,
+    so a prompt holding one is not assembled from lines at all (``None`` for the batch).
+    """
+    if any(not ln or ln != ln.strip() for group in lines for ln in group):
+        return None
+    multi = [i for i, group in enumerate(lines) if len(group) > 1] or list(range(len(prompts)))
+    sample = multi[:: max(1, len(multi) // _ADDITIVITY_SAMPLE)][:_ADDITIVITY_SAMPLE]
+    whole = tokenizer([prompts[i] for i in sample], add_special_tokens=True)["input_ids"]
+    eos = {row[-1] for row in whole if row}
+    if len(eos) != 1:
+        return None
+    for i, row in zip(sample, whole, strict=True):
+        if row[:-1] != [tok for ln in lines[i] for tok in line_ids[ln]]:
+            return None
+    return eos.pop()
 
 
 def encode_targets(
@@ -99,10 +140,15 @@ def preprocess(
     max_target_length: int,
 ) -> list[Encoded]:
     """Tokenize examples once, before training: sources truncated from the left, targets right."""
-    sources = encode_texts(tokenizer, [e.source for e in examples], max_source_length)
-    labels = encode_targets(tokenizer, [e.target for e in examples], max_target_length)
     alt_index = [i for i, e in enumerate(examples) if e.alt is not None]
-    alts = encode_texts(tokenizer, [examples[i].alt or "" for i in alt_index], max_source_length)
+    # one call for both forms: they share their lines, which are tokenized once
+    both = encode_texts(
+        tokenizer,
+        [e.source for e in examples] + [examples[i].alt or "" for i in alt_index],
+        max_source_length,
+    )
+    sources, alts = both[: len(examples)], both[len(examples) :]
+    labels = encode_targets(tokenizer, [e.target for e in examples], max_target_length)
     alt_of: dict[int, list[int]] = dict(zip(alt_index, alts, strict=True))
     return [
         Encoded(source=s, labels=t, alt=alt_of.get(i))

@@ -24,6 +24,13 @@ TINY_CHAT_SOURCE_LENGTH = 32
 # through in about five CPU minutes (docs/training.md, "Presets"). A small chat reaches its
 # --epochs first; a large one stops here, where the real chats stopped improving anyway.
 TINY_TRAIN_TOKENS = 1_500_000
+# The tiny model's validation runs use at most this many pairs (a fixed seeded sample): on
+# a CPU, five passes over a 4,295-pair validation split cost about 100 of the ~400 CPU s of a
+# real-chat run, and 1,000 pairs still rank successive checkpoints (docs/training.md).
+TINY_EVAL_EXAMPLES = 1000
+# The tiny model's torch threads on CPU (at most; fewer on a smaller machine), with passive
+# OpenMP waiting: measured on 2 cores (docs/training.md, "The five-minute budget").
+TINY_MAX_THREADS = 2
 # Fewer training pairs than this make a "model" that has learned nothing worth serving (one
 # pair trained without complaint before); --min-examples overrides it for experiments.
 MIN_EXAMPLES = 20
@@ -78,6 +85,11 @@ class TrainConfig:
         None, help="Target tokens (default: chat 64, paraphrase 128, joke 128)."
     )
     eval_every: int = option(200, help="Steps between validation runs.")
+    eval_examples: int | None = option(
+        None,
+        help="Validate on at most this many pairs, a fixed seeded sample (default: tiny "
+        f"{TINY_EVAL_EXAMPLES:,}, else 0: all).",
+    )
     patience: int = option(3, help="Stop after N validations without improvement; 0: never.")
     min_delta: float = option(0.0, help="Smallest loss drop that counts.")
     checkpoint_every: int = option(500, help="Steps between checkpoints.")
@@ -97,7 +109,7 @@ class TrainConfig:
     compile: bool = option(False, help="torch.compile the model (GPU).")
     cpu: bool = option(False, help="Train on CPU even with a GPU.")
     threads: int | None = option(
-        None, help="CPU threads for torch (default: 1 for tiny, else one per core)."
+        None, help="CPU threads for torch (default: tiny 2 (fewer cores: all), else one per core)."
     )
     log_every: int = option(10, help="Steps between metrics.jsonl records.")
     progress: bool = option(True, help="Show a progress bar.")
@@ -133,6 +145,8 @@ class TrainConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise InputError(f"{name} {value}: must be positive")
+        if self.eval_examples is not None and self.eval_examples < 0:
+            raise InputError(f"--eval-examples {self.eval_examples}: must not be negative (0: all)")
         if self.train_tokens is not None and self.train_tokens < 0:
             raise InputError(
                 f"--train-tokens {self.train_tokens}: must not be negative (0: no cap)"
@@ -159,6 +173,8 @@ class TrainConfig:
             self.epochs = 8 if tiny else 3
         if self.train_tokens is None:
             self.train_tokens = TINY_TRAIN_TOKENS if tiny else 0
+        if self.eval_examples is None:
+            self.eval_examples = TINY_EVAL_EXAMPLES if tiny else 0
         if self.dropout is None and tiny:
             self.dropout = 0.0
         if self.learning_rate is None:

@@ -237,6 +237,19 @@ def validation_loss(
     return float(sums.item() / max(counts.item(), 1.0))
 
 
+def validation_due(step: int, total_steps: int, config: TrainConfig) -> bool:
+    """Validate every ``eval_every`` steps and after the last one, but not twice in a row.
+
+    The last step is always validated (the saved model is the best one *seen*); a scheduled
+    validation less than half an interval before it is skipped: 806 steps validated at 800
+    and again at 806, a whole validation pass for six steps of training.
+    """
+    if step == total_steps:
+        return True
+    every = config.eval_every
+    return step % every == 0 and total_steps - step >= every // 2
+
+
 @dataclass
 class Loop:
     """Optimizer steps from ``state.step`` to ``total_steps`` (or an early stop), with logging,
@@ -359,12 +372,10 @@ class Loop:
 
     def _validate(self, state: TrainState, stopper: EarlyStopping) -> None:
         """Validate; keep the best weights; stop when the loss stops improving."""
-        cfg = self.config
-        due = state.step % cfg.eval_every == 0 or state.step == self.total_steps
-        if not (self.val_set and due):
+        if not (self.val_set and validation_due(state.step, self.total_steps, self.config)):
             return
         val_loss = validation_loss(
-            self.accelerator, self.model, self.val_set, self.token_budget, self.pad_id, cfg
+            self.accelerator, self.model, self.val_set, self.token_budget, self.pad_id, self.config
         )
         improved, stop = stopper.update(val_loss, state.step)
         self._record(step=state.step, val_loss=round(val_loss, 5))
