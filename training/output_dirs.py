@@ -60,7 +60,7 @@ def stamp(directory: Path, kind: str, *, whole: bool = False) -> None:
     if not whole:
         files = sorted(p.name for p in directory.iterdir() if p.name != MARKER)
     record = {"tool": TOOL, "kind": kind, "format": FORMAT, "files": files}
-    _write_durably(directory / MARKER, json.dumps(record, indent=2) + "\n")
+    write_durably(directory / MARKER, json.dumps(record, indent=2) + "\n")
 
 
 def restamp(directory: Path) -> None:
@@ -272,7 +272,8 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_durably(path: Path, text: str) -> None:
+def write_durably(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a crash leaves the old or the new file."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)

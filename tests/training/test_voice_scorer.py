@@ -14,7 +14,7 @@ from bot.best_of import best_of
 from tests.bot.scripted_engine import ScriptedEngine
 from tests.training.test_evaluate import data_dir, model_dir  # noqa: F401 (shared fixtures)
 from tests.training.test_imitation import _rows, _styled
-from training.model import feedback_scorer, voice_scorer
+from training.model import feedback_scorer, scorer_files, voice_scorer
 from training.model.decoding import BOT_DECODING, DecodeOptions
 from training.model.evaluate import best_of_replies, generate_scored, load_model
 from training.model.imitation import persona_cases
@@ -66,10 +66,14 @@ def test_saved_as_plain_json_and_read_back_identically(
         voice_scorer.load(tmp_path)
 
 
-def test_ngrams_are_the_feedback_scorers() -> None:
-    for text in ["I think `raco pkg` works?  😂 a\tb ", "", "x"]:
-        assert voice_scorer.char_ngrams(text) == feedback_scorer.char_ngrams(text)
-        assert voice_scorer.features(text) == feedback_scorer.features(text)
+def test_both_scorers_read_a_reply_as_padded_word_ngrams() -> None:
+    words = {" Hi", "Hi ", " Hi ", " H", "Hi", "i ", " yo", "yo ", " yo ", " y", "yo", "o "}
+    assert scorer_files.char_ngrams("Hi  yo\t") == words  # case kept, any whitespace splits
+    assert scorer_files.char_ngrams("") == set()
+    weights = scorer_files.features("Hi yo")
+    assert set(weights) == words
+    assert sum(v * v for v in weights.values()) == pytest.approx(1.0)  # length does not win
+    assert voice_scorer.features is feedback_scorer.features is scorer_files.features
 
 
 def test_one_speaker_gives_no_scorer(tmp_path: Path) -> None:

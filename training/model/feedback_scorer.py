@@ -12,40 +12,20 @@ dictionary lookup per n-gram, so the bot needs neither scikit-learn nor any time
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.model import scorer_files
+from training.model.scorer_files import NGRAMS, features
+
 SCORER_FILE = "feedback_scorer.json"
 FORMAT = 1
-NGRAMS = (2, 4)
 MIN_PER_CLASS = 3
 """Fewer liked (or disliked) replies than this: no scorer, it would learn noise."""
 MAX_FEATURES = 50_000
-_SPACE = re.compile(r"\s+")
-
-
-def char_ngrams(text: str, lo: int = NGRAMS[0], hi: int = NGRAMS[1]) -> set[str]:
-    """Character n-grams of each word padded with spaces (scikit-learn's ``char_wb``)."""
-    grams: set[str] = set()
-    for word in _SPACE.sub(" ", text).split():
-        padded = f" {word} "
-        for n in range(lo, hi + 1):
-            grams.update(padded[i : i + n] for i in range(len(padded) - n + 1))
-    return grams
-
-
-def features(text: str) -> dict[str, float]:
-    """Binary n-gram presence, L2-normalised (so a long reply does not win on length)."""
-    grams = char_ngrams(text)
-    if not grams:
-        return {}
-    value = 1.0 / math.sqrt(len(grams))
-    return dict.fromkeys(grams, value)
 
 
 @dataclass(frozen=True)
@@ -69,7 +49,7 @@ class FeedbackScorer:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "features": f"char_wb {NGRAMS[0]}-{NGRAMS[1]} binary, l2-normalised",
+            "features": f"char_wb {NGRAMS[0]}-{NGRAMS[-1]} binary, l2-normalised",
             "intercept": self.intercept,
             "weights": self.weights,
             "info": self.info,
@@ -103,12 +83,8 @@ def fit(texts: Sequence[str], liked: Sequence[bool], seed: int = 0) -> FeedbackS
 
 
 def save(scorer: FeedbackScorer, model_dir: Path) -> Path:
-    """Write ``model_dir/feedback_scorer.json`` (UTF-8 JSON: emoji n-grams kept readable)."""
-    path = Path(model_dir) / SCORER_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(scorer.to_json(), ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Write ``model_dir/feedback_scorer.json`` (training.model.scorer_files)."""
+    return scorer_files.save(scorer.to_json(), Path(model_dir) / SCORER_FILE)
 
 
 def load(model_dir: Path) -> FeedbackScorer | None:
@@ -116,11 +92,8 @@ def load(model_dir: Path) -> FeedbackScorer | None:
 
     Raises ValueError for a file that is not a scorer this version wrote.
     """
-    path = Path(model_dir) / SCORER_FILE
-    if not path.is_file():
+    data = scorer_files.load(Path(model_dir) / SCORER_FILE, FORMAT, "feedback scorer")
+    if data is None:
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a feedback scorer of format {FORMAT}")
     weights = {str(k): float(v) for k, v in dict(data["weights"]).items()}
     return FeedbackScorer(weights, float(data["intercept"]), dict(data.get("info") or {}))

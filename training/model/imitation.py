@@ -44,6 +44,7 @@ from typing import Any
 from training.formatting import clean_text, parse_turn
 from training.model.decoding import DecodeOptions
 from training.model.tasks import chat_prompt
+from training.model.voice_scorer import latest_messages
 
 TOP_SPEAKERS = 8
 MIN_TRAIN_MESSAGES = 20
@@ -206,15 +207,10 @@ def _latest(
     texts: Sequence[str], senders: Sequence[str], speakers: Sequence[str], per_speaker: int
 ) -> list[tuple[str, str]]:
     """Each speaker's latest ``per_speaker`` non-empty messages (the test split comes later)."""
-    keep = set(speakers)
-    taken: Counter[str] = Counter()
-    chosen: list[tuple[str, str]] = []
-    for text, sender in reversed(list(zip(texts, senders, strict=True))):
-        if sender in keep and text.strip() and taken[sender] < per_speaker:
-            taken[sender] += 1
-            chosen.append((text, sender))
-    if len(taken) < 2:
-        raise ValueError(f"a voice classifier needs two speakers with messages, got {len(taken)}")
+    chosen = latest_messages(texts, senders, speakers, per_speaker)
+    found = len({sender for _, sender in chosen})
+    if found < 2:
+        raise ValueError(f"a voice classifier needs two speakers with messages, got {found}")
     return chosen
 
 

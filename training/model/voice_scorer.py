@@ -7,7 +7,7 @@ wins. It is fit on the training split's messages of the most active speakers whe
 trained, and saved next to the weights (``voice_scorer.json``), so the bot and ``friendbot
 evaluate`` rank with the very same numbers.
 
-Features are the feedback scorer's (training.model.feedback_scorer): character 2-4-grams within
+Features are the feedback scorer's (training.model.scorer_files): character 2-4-grams within
 words, case kept, present or not, L2-normalised; the model is a multinomial logistic regression
 with balanced classes (a reply that sounds like nobody in particular gets about 1/N for every
 friend, not the most active friend's share). Stored as plain JSON, one weight per speaker for
@@ -22,13 +22,15 @@ report also gives voice under a judge on word n-grams (``imitation.fit_word_judg
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from training.model import scorer_files
+from training.model.scorer_files import char_ngrams, features
 
 SCORER_FILE = "voice_scorer.json"
 FORMAT = 1
@@ -37,25 +39,6 @@ MIN_MESSAGES = 20
 MAX_PER_SPEAKER = 1000
 MAX_FEATURES = 30_000
 MIN_DF = 2
-NGRAMS = (2, 3, 4)
-
-
-def char_ngrams(text: str) -> set[str]:
-    """Character 2-4-grams of each word padded with spaces: the feedback scorer's n-grams
-    (scikit-learn's ``char_wb``), computed with one comprehension (about 3x faster than
-    training.model.feedback_scorer.char_ngrams; this runs for every candidate reply)."""
-    return {
-        padded[i : i + n]
-        for padded in (f" {word} " for word in text.split())
-        for n in NGRAMS
-        for i in range(len(padded) - n + 1)
-    }
-
-
-def features(text: str) -> dict[str, float]:
-    """Binary n-gram presence, L2-normalised (as training.model.feedback_scorer.features)."""
-    grams = char_ngrams(text)
-    return dict.fromkeys(grams, 1.0 / math.sqrt(len(grams))) if grams else {}
 C = 1.0
 
 
@@ -122,6 +105,21 @@ def top_speakers(
     return [name for name, n in Counter(senders).most_common() if n >= min_messages][:top_n]
 
 
+def latest_messages(
+    texts: Sequence[str], senders: Sequence[str], speakers: Sequence[str], per_speaker: int
+) -> list[tuple[str, str]]:
+    """Each of ``speakers``' latest ``per_speaker`` non-empty messages, newest first, as
+    (text, sender): the latest, because the chat goes on after the training split."""
+    keep = set(speakers)
+    taken: Counter[str] = Counter()
+    chosen: list[tuple[str, str]] = []
+    for text, sender in reversed(list(zip(texts, senders, strict=True))):
+        if sender in keep and text.strip() and taken[sender] < per_speaker:
+            taken[sender] += 1
+            chosen.append((text, sender))
+    return chosen
+
+
 def fit(
     texts: Sequence[str],
     senders: Sequence[str],
@@ -132,13 +130,8 @@ def fit(
     """Fit on messages and their senders (each speaker's latest ``per_speaker``, since the
     chat goes on after the training split); None with fewer than two speakers to tell apart."""
     chosen_speakers = list(speakers) if speakers is not None else top_speakers(senders)
-    keep = set(chosen_speakers)
-    taken: Counter[str] = Counter()
-    chosen: list[tuple[str, str]] = []
-    for text, sender in reversed(list(zip(texts, senders, strict=True))):
-        if sender in keep and text.strip() and taken[sender] < per_speaker:
-            taken[sender] += 1
-            chosen.append((text, sender))
+    chosen = latest_messages(texts, senders, chosen_speakers, per_speaker)
+    taken = Counter(sender for _, sender in chosen)
     names = [s for s in chosen_speakers if taken[s]]
     if len(names) < 2:
         return None
@@ -178,12 +171,8 @@ def _two_class(coef: Any) -> Any:
 
 
 def save(scorer: VoiceScorer, model_dir: Path) -> Path:
-    """Write ``model_dir/voice_scorer.json`` atomically (UTF-8: emoji n-grams stay readable)."""
-    path = Path(model_dir) / SCORER_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(scorer.to_json(), ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Write ``model_dir/voice_scorer.json`` (training.model.scorer_files)."""
+    return scorer_files.save(scorer.to_json(), Path(model_dir) / SCORER_FILE)
 
 
 def load(model_dir: Path) -> VoiceScorer | None:
@@ -192,11 +181,9 @@ def load(model_dir: Path) -> VoiceScorer | None:
     Raises ValueError for a file that is not a voice scorer this version wrote.
     """
     path = Path(model_dir) / SCORER_FILE
-    if not path.is_file():
+    data = scorer_files.load(path, FORMAT, "voice scorer")
+    if data is None:
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a voice scorer of format {FORMAT}")
     speakers = tuple(str(s) for s in data["speakers"])
     intercepts = [float(v) for v in data["intercepts"]]
     weights = {str(k): [float(v) for v in row] for k, row in dict(data["weights"]).items()}
