@@ -228,12 +228,7 @@ def generate(
             torch.manual_seed(options.seed)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                input_ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-                mask[row, : len(encoded[i])] = 1
+            input_ids, mask = _padded([encoded[i] for i in idx], pad)
             out = model.generate(
                 input_ids=input_ids.to(model.device),
                 attention_mask=mask.to(model.device),

@@ -1,6 +1,6 @@
 """A small scorer of replies the group liked against replies it disliked (issue 14).
 
-The same features as the voice classifier (training.model.imitation): character 2-4-grams
+The same features as the voice scorer (training.model.scorer_files): character 2-4-grams
 within words, case kept, since spelling, punctuation, emoji and casing are what a short chat
 message is made of. A logistic regression on them says how likely a reply is to be liked; the
 bot adds that probability to a candidate's score when it picks the best of k.
