@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,35 +210,22 @@ def generate(
     A seeded ``options`` draws the same replies for the same prompts, without disturbing the
     process's random state.
     """
-    from contextlib import nullcontext
-
-    import torch
-
-    from training.model.batching import encode_texts
-
-    encoded = encode_texts(tokenizer, prompts, max_source_length)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    replies: list[str] = [""] * len(encoded)
-    pad = tokenizer.pad_token_id
     if options.num_return_sequences != 1:
         raise ValueError("evaluate generates one reply per prompt")
-    rng = torch.random.fork_rng(devices=[]) if options.seed is not None else nullcontext()
-    with torch.no_grad(), rng:
-        if options.seed is not None:
-            torch.manual_seed(options.seed)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            input_ids, mask = _padded([encoded[i] for i in idx], pad)
-            out = model.generate(
-                input_ids=input_ids.to(model.device),
-                attention_mask=mask.to(model.device),
-                **hf_generate_kwargs(options),
-            )
-            texts = tokenizer.batch_decode(out, skip_special_tokens=True)
-            for i, text in zip(idx, texts, strict=True):
-                replies[i] = text.strip()
-            if on_batch:
-                on_batch(len(idx))
+    replies: list[str] = [""] * len(prompts)
+    for idx, input_ids, mask in _prompt_batches(
+        tokenizer, prompts, max_source_length, options, batch_size
+    ):
+        out = model.generate(
+            input_ids=input_ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            **hf_generate_kwargs(options),
+        )
+        texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+        for i, text in zip(idx, texts, strict=True):
+            replies[i] = text.strip()
+        if on_batch:
+            on_batch(len(idx))
     return replies
 
 
@@ -254,44 +241,32 @@ def generate_scored(
     """``options.num_return_sequences`` replies per prompt, each with its mean token
     log-probability under the distribution it was drawn from (the eos included), computed as
     the bot's Hugging Face backend computes it (bot/engine.py), so ranking them agrees."""
-    from contextlib import nullcontext
-
-    import torch
-
-    from training.model.batching import encode_texts
-
-    encoded = encode_texts(tokenizer, prompts, max_source_length)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     k = options.num_return_sequences
     eos = model.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, list) else eos
-    out: list[list[tuple[str, float]]] = [[] for _ in encoded]
-    rng = torch.random.fork_rng(devices=[]) if options.seed is not None else nullcontext()
-    with torch.no_grad(), rng:
-        if options.seed is not None:
-            torch.manual_seed(options.seed)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            input_ids, mask = _padded([encoded[i] for i in idx], tokenizer.pad_token_id)
-            result = model.generate(
-                input_ids=input_ids.to(model.device),
-                attention_mask=mask.to(model.device),
-                output_scores=True,
-                return_dict_in_generate=True,
-                **hf_generate_kwargs(options),
-            )
-            steps = model.compute_transition_scores(
-                result.sequences, result.scores, normalize_logits=True
-            ).cpu()
-            for row, (seq, logps) in enumerate(zip(result.sequences.cpu(), steps, strict=True)):
-                ids = seq[1:].tolist()
-                ids = ids[: ids.index(eos)] if eos in ids else ids
-                counted = min(len(ids) + 1, len(logps))
-                text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-                mean = float(logps[:counted].mean()) if counted else 0.0
-                out[idx[row // k]].append((text, mean))
-            if on_batch:
-                on_batch(len(idx))
+    out: list[list[tuple[str, float]]] = [[] for _ in prompts]
+    for idx, input_ids, mask in _prompt_batches(
+        tokenizer, prompts, max_source_length, options, batch_size
+    ):
+        result = model.generate(
+            input_ids=input_ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            output_scores=True,
+            return_dict_in_generate=True,
+            **hf_generate_kwargs(options),
+        )
+        steps = model.compute_transition_scores(
+            result.sequences, result.scores, normalize_logits=True
+        ).cpu()
+        for row, (seq, logps) in enumerate(zip(result.sequences.cpu(), steps, strict=True)):
+            ids = seq[1:].tolist()
+            ids = ids[: ids.index(eos)] if eos in ids else ids
+            counted = min(len(ids) + 1, len(logps))
+            text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+            mean = float(logps[:counted].mean()) if counted else 0.0
+            out[idx[row // k]].append((text, mean))
+        if on_batch:
+            on_batch(len(idx))
     return out
 
 
@@ -325,6 +300,33 @@ def best_of_replies(
         for i, cands in zip(empty, again, strict=True):
             replies[i] = cands[0][0]
     return replies
+
+
+def _prompt_batches(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_source_length: int,
+    options: DecodeOptions,
+    batch_size: int,
+) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """(prompt indices, input ids, attention mask) per batch of prompts of similar length (so
+    little padding is computed), with gradients off; a seeded ``options`` seeds a forked random
+    state, so the same prompts draw the same replies without disturbing the process's own."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from training.model.batching import encode_texts
+
+    encoded = encode_texts(tokenizer, prompts, max_source_length)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    rng = torch.random.fork_rng(devices=[]) if options.seed is not None else nullcontext()
+    with torch.no_grad(), rng:
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            yield (idx, *_padded([encoded[i] for i in idx], tokenizer.pad_token_id))
 
 
 def _padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
