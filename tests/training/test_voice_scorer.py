@@ -64,6 +64,9 @@ def test_saved_as_plain_json_and_read_back_identically(
     path.write_text('{"format": 99}', encoding="utf-8")
     with pytest.raises(ValueError, match="not a voice scorer"):
         voice_scorer.load(tmp_path)
+    path.write_text('{"format": 1, "speakers": [', encoding="utf-8")  # cut short
+    with pytest.raises(ValueError, match=r"voice_scorer\.json: not valid JSON"):
+        voice_scorer.load(tmp_path)
 
 
 def test_both_scorers_read_a_reply_as_padded_word_ngrams() -> None:

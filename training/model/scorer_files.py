@@ -52,7 +52,10 @@ def load(path: Path, fmt: int, what: str) -> dict[str, Any] | None:
     """
     if not path.is_file():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise ValueError(f"{path}: not a {what} of format {fmt}")
     return data
