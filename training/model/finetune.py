@@ -330,6 +330,18 @@ def phase(name: str) -> Iterator[None]:
     log.info("phase %s: %.1f s wall, %.1f CPU s", name, wall, cpu)
 
 
+def _one_blas_thread() -> Any:
+    """Limit BLAS (OpenBLAS under numpy/scipy) to one thread while a scorer is fitted.
+
+    OpenBLAS's threads spin while they wait; fitting the voice scorer on the Slack chat took
+    23.8 s wall with its default two threads and 9.3 s with one on the shared 2-core machine
+    (load ~3), for the same fit up to rounding (BENCHMARKS.md, "A 1.2M-token cap ...").
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _passive_openmp() -> None:
     """Let idle OpenMP threads sleep instead of spinning, unless the user chose a policy.
 
@@ -394,7 +406,7 @@ def _save_model(
         data.tokenizer.save_pretrained(tmp)
         write_info(tmp, _info(config, run, data.task, state))
         if config.task == "chat":  # the voice term of the bot's best-of-k (issue 12 §4)
-            with phase("voice scorer"):
+            with phase("voice scorer"), _one_blas_thread():
                 voice_scorer.save_for_training([e.target for e in data.task.train], tmp)
         if (run.work / METRICS_FILE).exists():
             shutil.copyfile(run.work / METRICS_FILE, tmp / METRICS_FILE)
