@@ -55,10 +55,11 @@ def test_it_learns_who_answers_whom(scorer: next_speaker.NextSpeaker) -> None:
     assert scorer.pick(["Alice: hi", "Bob: ok", "Alice: so?"]) == "Bob"
     assert scorer.pick(["Alice: hi", "Bob: what do you think, Dan?"]) == "Dan"
     probs = scorer.probabilities(["Dan: hi", "Alice: lunch?"])
-    assert list(probs)[0] == "Bob" and sum(probs.values()) == pytest.approx(1.0)
+    assert next(iter(probs)) == "Bob" and sum(probs.values()) == pytest.approx(1.0)
     held_out = chat(300, seed=1)
     real = [target.split(":")[0] for _, target in held_out]
-    hits = sum(scorer.pick(ctx.split("\n")) == who for (ctx, _), who in zip(held_out, real))
+    picks = [scorer.pick(ctx.split("\n")) for ctx, _ in held_out]
+    hits = sum(got == who for got, who in zip(picks, real, strict=True))
     most_frequent = Counter(real).most_common(1)[0][1]
     assert hits > 1.5 * most_frequent
 
@@ -143,3 +144,20 @@ def test_train_saves_it_and_evaluate_reports_the_bots_pick(
     with pytest.raises(InputError, match=r"next_speaker\.json: not valid JSON"):
         evaluate(garbled, data_dir, "test", tmp_path / "r2", do_generate=False)
     assert not (tmp_path / "r2").exists()
+
+
+def test_long_names_cannot_blow_up_the_file(tmp_path: Path) -> None:
+    rng = random.Random(2)
+    names = [f"{'😂' * 30} member {i:04d}" for i in range(1500)]  # ~130 UTF-8 bytes each
+    history = [f"{names[0]}: hi"]
+    pairs = []
+    for _ in range(6000):
+        line = f"{rng.choice(names)}: ok"
+        pairs.append(("\n".join(history[-3:]), line))
+        history.append(line)
+    fitted = next_speaker.fit(pairs)
+    assert fitted is not None
+    path = next_speaker.save(fitted, tmp_path)
+    assert path.stat().st_size < next_speaker.MAX_FILE_BYTES
+    assert 100 < len(fitted.tables.prior) < 1500  # capped by bytes, the most active kept
+    assert next_speaker.load(tmp_path) is not None

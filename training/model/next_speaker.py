@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from training.formatting import MEMORY_PREFIX, PERSONA_PREFIX, VOICE_PREFIX, clean_text, parse_turn
 from training.model import scorer_files
 
+T = TypeVar("T")
 SCORER_FILE = "next_speaker.json"
 FORMAT = 1
 FREQUENT_CANDIDATES = 10  # the training split's most active senders, always candidates
@@ -42,7 +43,10 @@ MAX_FOLLOWS = 4000  # (last sender, next sender) counts kept, the most frequent
 SMOOTHING = 0.1
 C = 1.0
 MAX_ITER = 2000
-MAX_FILE_BYTES = 512 * 1024
+PRIOR_BYTES = 96 * 1024  # bytes of names kept in the prior table, at most
+FOLLOWS_BYTES = 320 * 1024  # ... and in the follows table
+JSON_OVERHEAD = 16  # quotes, colon, count, comma per entry: generous, so the file cap holds
+MAX_FILE_BYTES = 512 * 1024  # what the caps above keep the saved file under
 FEATURE_NAMES: tuple[str, ...] = (
     "is_last_speaker",
     *(f"recent_rank_{k}" for k in range(RANKS)),
@@ -89,20 +93,44 @@ class Tables:
     def count(cls, pairs: Sequence[tuple[Sequence[tuple[str, str]], str]]) -> Tables:
         """Counts over (turns, real next sender) pairs, the tails cut to the caps."""
         senders = Counter(sender for _, sender in pairs)
-        ranked = [name for name, _ in senders.most_common()]
+        ranked = _within(
+            [name for name, _ in senders.most_common()], MAX_SPEAKERS, PRIOR_BYTES, _utf8
+        )
         after = Counter(turns[-1][0] for turns, _ in pairs if turns)
         follows = Counter((turns[-1][0], sender) for turns, sender in pairs if turns)
         nested: dict[str, dict[str, int]] = {}
-        for (last, nxt), n in follows.most_common(MAX_FOLLOWS):
-            nested.setdefault(last, {})[nxt] = n
+        kept = _within(
+            [pair for pair, _ in follows.most_common()],
+            MAX_FOLLOWS,
+            FOLLOWS_BYTES,
+            lambda pair: _utf8(pair[0]) + _utf8(pair[1]),
+        )
+        for last, nxt in kept:
+            nested.setdefault(last, {})[nxt] = follows[(last, nxt)]
         return cls(
-            prior={name: senders[name] for name in ranked[:MAX_SPEAKERS]},
+            prior={name: senders[name] for name in ranked},
             total=sum(senders.values()),
             follows=nested,
             after={last: after[last] for last in nested},
             frequent=tuple(ranked[:FREQUENT_CANDIDATES]),
             identities=tuple(ranked[:IDENTITIES]),
         )
+
+
+def _within(items: list[T], most: int, budget: int, size: Callable[[T], int]) -> list[T]:
+    """The first ``items`` while at most ``most`` of them and their names' bytes (plus JSON
+    overhead) fit in ``budget``: long or emoji display names cannot blow up the saved file."""
+    kept: list[T] = []
+    for item in items[:most]:
+        budget -= size(item) + JSON_OVERHEAD
+        if budget < 0:
+            break
+        kept.append(item)
+    return kept
+
+
+def _utf8(name: str) -> int:
+    return len(name.encode("utf-8"))
 
 
 def candidates(turns: Sequence[tuple[str, str]], tables: Tables) -> list[str]:
