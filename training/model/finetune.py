@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from training.errors import InputError
-from training.model import voice_scorer
+from training.model import next_speaker, voice_scorer
 from training.model.batching import Encoded, preprocess
 from training.model.checkpoints import (
     BEST_WEIGHTS,
@@ -372,6 +372,8 @@ def _save_model(
         write_info(tmp, _info(config, run, data.task, state))
         if config.task == "chat":  # the voice term of the bot's best-of-k (issue 12 §4)
             voice_scorer.save_for_training([e.target for e in data.task.train], tmp)
+            # who the bot speaks as: the turn-taking scorer (training.model.next_speaker)
+            next_speaker.save_for_training([(e.source, e.target) for e in data.task.train], tmp)
         if (run.work / METRICS_FILE).exists():
             shutil.copyfile(run.work / METRICS_FILE, tmp / METRICS_FILE)
             from training.model.plots import plot_losses
