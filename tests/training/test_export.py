@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from training.data.export import (
     list_chats,
     read_export,
 )
-from training.data.export_layout import Chunk, scan
+from training.data.export_layout import JUMP_WINDOW, Chunk, read_chunk, scan
 from training.data.messages import ChatMessage, bot_api_chat_id, sender_id_of
 from training.data.normalize import Rules, member_keys
 from training.errors import InputError
@@ -242,6 +243,32 @@ def test_chunks_hold_whole_messages_whatever_the_block_size() -> None:
         assert sum(c.count for c in chunks) == 25
         ids = [m["id"] for c in chunks for m in json.loads(c.data)]
         assert ids == list(range(1, 26))
+
+
+def _ids_of_chunks_read_back(path: Path, block_size: int) -> list[int]:
+    """Scan as for workers (no copies: each chunk's end found a block ahead), read back."""
+    chunks = [e for e in scan(path, copy=False, block_size=block_size) if isinstance(e, Chunk)]
+    for before, after in pairwise(chunks):
+        assert before.offset + before.length < after.offset  # in order, no overlap
+    return [m["id"] for c in chunks for m in json.loads(read_chunk(path, c.offset, c.length))]
+
+
+def test_chunks_found_without_reading_them_hold_every_message_once() -> None:
+    expected = [m["id"] for m in json.loads(SAMPLE_EXPORT.read_text())["messages"]]
+    for block_size in (100_000, 300_000, 1 << 20, 1 << 23):
+        assert _ids_of_chunks_read_back(SAMPLE_EXPORT, block_size) == expected
+
+
+def test_messages_longer_than_the_window_are_read_through(tmp_path: Path) -> None:
+    data = json.loads(SINGLE.read_text())
+    for i, m in enumerate(data["messages"]):
+        if i % 3 == 0:  # far longer than the window a jump reads
+            m["text"] = f"long {i} " + "x" * (2 * JUMP_WINDOW)
+    long = tmp_path / "long.json"
+    long.write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    expected = [m["id"] for m in data["messages"]]
+    for block_size in (JUMP_WINDOW + 1000, 3 * JUMP_WINDOW, 5 * JUMP_WINDOW):
+        assert _ids_of_chunks_read_back(long, block_size) == expected
 
 
 def test_worker_processes_give_the_same_rows() -> None:
