@@ -63,8 +63,10 @@ class Repetitive:
         codes = np.fromiter(map(index.__getitem__, values), np.int32, count=len(values))
         return cls([as_text(v) for v in distinct], codes)
 
-    def to_arrow(self) -> pa.Array:
-        return strings(self.distinct).take(int32_array(self.codes))
+    def to_arrow(self, distinct: Callable[[pa.Array], pa.Array] | None = None) -> pa.Array:
+        """The column; ``distinct`` (a rewrite, such as cleaning) applies to each value once."""
+        values = strings(self.distinct)
+        return (distinct(values) if distinct else values).take(int32_array(self.codes))
 
 
 @dataclass
@@ -152,13 +154,16 @@ class RepetitiveTokens:
     rows: np.ndarray  # int64 indices into the tokens
     as_text: Callable[[Any], str]
 
-    def to_arrow(self) -> pa.Array:
+    def to_arrow(self, distinct: Callable[[pa.Array], pa.Array] | None = None) -> pa.Array:
+        """The column; ``distinct`` (a rewrite, such as cleaning) applies to each value once."""
         encoded = pc.dictionary_encode(self.tokens.picked(self.rows))
-        distinct = [
-            self.as_text(msgspec.json.decode(t) if t else None)
-            for t in encoded.dictionary.to_pylist()
-        ]
-        return strings(distinct).take(encoded.indices)
+        values = strings(
+            [
+                self.as_text(msgspec.json.decode(t) if t else None)
+                for t in encoded.dictionary.to_pylist()
+            ]
+        )
+        return (distinct(values) if distinct else values).take(encoded.indices)
 
 
 @dataclass

@@ -578,7 +578,7 @@ def to_table(extracted: Extracted, rules: Rules, chat_id: np.ndarray | None = No
             "chat_id": pa.nulls(n, pa.int64()) if chat_id is None else int_array(chat_id),
             "message_id": int_array(extracted.message_id),
             "date": extracted.date.to_arrow(),
-            "sender": extracted.senders.names.to_arrow(),
+            "sender": extracted.senders.names.to_arrow(clean),  # each distinct name once
             "sender_id": extracted.senders.ids.to_arrow(),
             "text": extracted.text.to_arrow(),
             "reply_to": extracted.reply_to.to_arrow(),
@@ -677,11 +677,11 @@ def apply_rules(
 ) -> pa.Table:
     """Clean (and optionally scrub) text; drop bots, opted-out members and unknown times.
 
-    The ids of dropped rows, with their reason, are appended to ``dropped`` when given.
+    Sender names arrive cleaned (:func:`to_table` cleans each distinct name once). The ids
+    of dropped rows, with their reason, are appended to ``dropped`` when given.
     """
     if table.num_rows == 0:
         return table
-    table = table.set_column(3, "sender", clean(table["sender"]))
     keep = pc.is_valid(table["date"])
     hits = [("malformed", pc.invert(keep))]
     for reason, keys in (("bot", rules.bots), ("excluded", rules.exclude)):
