@@ -6,7 +6,9 @@ array's element indentation and ``}`` always closes one message, and a line hold
 indentation and ``]`` closes the array. :func:`scan` reads the file in blocks, walks the small
 structure around the arrays token by token (chat name, type, id), and cuts each array into
 :class:`Chunk` s of whole messages with ``bytes.find``; decoding those chunks is the reader's
-job. Memory stays at about one block however large the file is.
+job. Memory stays at about one block however large the file is. When the chunks are read
+by worker processes (``copy=False``), the scanner does not read the messages at all: it
+looks for each chunk's end in a small window a block ahead (:meth:`_Scanner.jump`).
 
 A file laid out differently (minified, or re-indented by some tool) raises
 :class:`NotSplittable`; :func:`scan_streaming` then produces the same events through ijson,
