@@ -397,7 +397,8 @@ _lean_tokens = attrgetter("text", "from_", "from_id", "type")
 _LEAN_WIDTH = 4
 # The three fields that make a message not its sender's own words are rare: which messages
 # have any of them is one comparison per message against the defaults (msgspec leaves the
-# same default object in every message without the field), cheaper than gathering them.
+# same default object in every message without the field, and an empty Raw equals another
+# anyway, while a present field is never empty), cheaper than gathering them.
 _not_own_fields = attrgetter("forwarded_from", "saved_from", "via_bot")
 _NOT_OWN_ABSENT = _not_own_fields(LeanMessage(id=0))
 # The three integers, in one pass too (a None among them: see _lean_ints).

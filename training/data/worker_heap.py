@@ -26,9 +26,9 @@ TRIM_THRESHOLD = 256 << 20
 
 def keep_freed_memory() -> bool:
     """Set the thresholds in this process; False where the C library has no ``mallopt``."""
-    try:
+    try:  # (Windows has no CDLL(None): TypeError; a worker's start-up must not fail)
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
