@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from training.data import export
 from training.data.export import (
+    WORKER_CHUNK,
     ChatSelector,
     NeedsChatChoice,
     iter_chat_messages,
@@ -271,14 +273,26 @@ def test_messages_longer_than_the_window_are_read_through(tmp_path: Path) -> Non
         assert _ids_of_chunks_read_back(long, block_size) == expected
 
 
-def test_worker_processes_give_the_same_rows() -> None:
+# Workers' chunks of 150 kB: each chunk's end is found by a jump (see export_layout).
+SMALL_WORKER_CHUNKS = pytest.mark.parametrize("worker_chunk", [WORKER_CHUNK, 150_000])
+
+
+@SMALL_WORKER_CHUNKS
+def test_worker_processes_give_the_same_rows(
+    worker_chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "WORKER_CHUNK", worker_chunk)
     one = read_export(SAMPLE_EXPORT, ChatSelector(), Rules(), workers=1)
     two = read_export(SAMPLE_EXPORT, ChatSelector(), Rules(), workers=2)
     assert one.table().equals(two.table())
     assert one.skipped == two.skipped and one.read == two.read == 6021
 
 
-def test_bad_json_found_by_a_worker_says_where(tmp_path: Path) -> None:
+@SMALL_WORKER_CHUNKS
+def test_bad_json_found_by_a_worker_says_where(
+    tmp_path: Path, worker_chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "WORKER_CHUNK", worker_chunk)
     lines = SAMPLE_EXPORT.read_text(encoding="utf-8").splitlines()
     target = next(i for i in range(40_000, len(lines)) if lines[i].startswith('   "from":'))
     lines[target] = lines[target].replace('"from":', '"from"')
