@@ -37,7 +37,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -512,6 +512,8 @@ def evaluate(
         "imitation": None,
     }
     samples: list[dict[str, str]] = []
+    # read before minutes of generation, so an unreadable scorer file stops evaluate at once
+    ranking = bot_ranking(model_dir) if do_generate else None
     if do_generate:
         prompts = [chat_prompt(row) for row in rows]
         free = replace(GREEDY_DECODING, max_new_tokens=max_target)
@@ -535,7 +537,7 @@ def evaluate(
     }
     if do_generate:
         report["imitation"] = imitation_measures(
-            model, tokenizer, rows, train_rows, max_source, batch_size, progress, model_dir
+            model, tokenizer, rows, train_rows, max_source, batch_size, progress, ranking
         )
     _write_outputs(report, samples, out_dir)
     report["out_dir"] = str(out_dir)
@@ -550,15 +552,16 @@ def imitation_measures(
     max_source_length: int,
     batch_size: int = 32,
     progress: bool = False,
-    model_dir: Path | None = None,
+    ranking: BotRanking | None = None,
 ) -> dict[str, Any] | None:
     """Voice, loops and echo of ``reply as NAME:`` replies: greedy, one plain sample, and as
-    the bot decodes (best of REPLY_CANDIDATES, ranked with the scorers saved in ``model_dir``
-    as the bot ranks them), beside the two baselines (training/model/imitation.py); None with
-    too few speakers."""
+    the bot decodes (best of REPLY_CANDIDATES, ranked as the bot ranks them: ``ranking``, by
+    default the model's log-probability and the guards without scorer files), beside the two
+    baselines (training/model/imitation.py); None with too few speakers."""
     from training.progress import progress as progress_bar
 
-    scorer = _bot_scorer(model_dir)
+    ranking = ranking or bot_ranking(None)
+    scorer = ranking.scorer
 
     def run(cases: list[PersonaCase], options: DecodeOptions) -> list[str]:
         k = options.num_return_sequences
@@ -593,25 +596,31 @@ def imitation_measures(
     }
     report = measure_imitation(rows, train_rows, run, decodings, baselines)
     if report is not None:
-        voice, feedback = load_model_scorers(model_dir) if model_dir else (None, None)
-        report["bot_ranking"] = {
-            "candidates": REPLY_CANDIDATES,
-            "voice_scorer": voice is not None,
-            "feedback_scorer": feedback is not None,
-        }
+        report["bot_ranking"] = {"candidates": REPLY_CANDIDATES, **ranking.files}
     return report
 
 
-def _bot_scorer(model_dir: Path | None) -> Scorer:
+@dataclass(frozen=True)
+class BotRanking:
+    """How the bot ranks this model's candidates, and which scorer files that used."""
+
+    scorer: Scorer
+    files: dict[str, bool]
+
+
+def bot_ranking(model_dir: Path | None) -> BotRanking:
     """How the bot ranks this model's candidates (training.model.rerank); a scorer file the
     bot would skip as unreadable is refused here, so a report never hides that."""
-    if model_dir is None:
-        return score_candidate
-    try:
-        voice, feedback = load_model_scorers(Path(model_dir))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{model_dir}: unreadable reply scorer ({first_line(exc)})") from exc
-    return with_model_scorers(score_candidate, voice, feedback)
+    voice, feedback = None, None
+    if model_dir is not None:
+        try:
+            voice, feedback = load_model_scorers(Path(model_dir))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{model_dir}: unreadable reply scorer ({first_line(exc)})") from exc
+    return BotRanking(
+        with_model_scorers(score_candidate, voice, feedback),
+        {"voice_scorer": voice is not None, "feedback_scorer": feedback is not None},
+    )
 
 
 def _write_outputs(report: dict[str, Any], samples: list[dict[str, str]], out_dir: Path) -> None:
