@@ -9,6 +9,8 @@ the same way, whichever backend runs the model:
 - ``ct2``: CTranslate2 on ``MODEL_DIR/ct2`` (written by ``friendbot export-ct2``,
   training/model/ct2.py), int8 on CPU. About 3x faster per reply on a 2-core CPU, because it
   runs the decoder loop in C++ with int8 matrices instead of Python + fp32 (docs/inference.md).
+  When the conversion has a vocabulary map (``ct2/vmap.txt``, training.model.reply_vocabulary)
+  replies are decoded over the chat's pieces and the prompt's only: a cheaper output layer.
 
 ``backend="auto"`` uses CTranslate2 when a conversion is present, imports, and is newer than the
 weights (``training.model.model_dir.ct2_problem``), and Hugging Face otherwise. What a usable

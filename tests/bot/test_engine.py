@@ -484,6 +484,16 @@ def test_cli_export_ct2(model_copy: Path) -> None:
     meta = json.loads((model_copy / CT2_DIRNAME / "friendbot-ct2.json").read_text())
     assert meta["quantization"] == "float32"
     assert str(model_copy / CT2_DIRNAME) in done.output
+    assert "whole vocabulary" in done.output  # no reply_vocabulary.json: no map
+
+    reply_vocabulary.save(range(40), [], model_copy)
+    mapped = runner.invoke(app, ["export-ct2", str(model_copy)])
+    assert mapped.exit_code == 0, mapped.output
+    assert "replies over 40 pieces" in mapped.output
+    assert (model_copy / CT2_DIRNAME / "vmap.txt").is_file()
+    plain = runner.invoke(app, ["export-ct2", str(model_copy), "--no-vocabulary-map"])
+    assert plain.exit_code == 0 and "whole vocabulary" in plain.output
+    assert not (model_copy / CT2_DIRNAME / "vmap.txt").exists()
 
 
 # --- Serving: run, chat and /reload load through the same checks ------------------------------
