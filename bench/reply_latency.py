@@ -7,7 +7,8 @@ noise from other work on the machine lands on every path alike:
 
 - **HF greedy fp32, no guards** (the baseline): ``ReplyEngine.generate`` on the HF backend,
   greedy, loop guards off, exactly 32 new tokens;
-- **CT2 int8 greedy, no guards**: the same call on the CTranslate2 backend;
+- **CT2 int8 greedy, no guards**: the same call on the CTranslate2 backend (with the
+  vocabulary map, as every CTranslate2 call of a converted chat model);
 - **bot reply, k=K**: what the bot does for a reply, through its own code: a ``FriendBot``
   started on a SQLite database with the model directory as ``MODEL_DIR`` (so the served engine
   is loaded by ``bot.serving.load_models``, CTranslate2 int8), the 10 chat messages stored,
@@ -15,17 +16,23 @@ noise from other work on the machine lands on every path alike:
   built, K candidates sampled with both loop guards (``no_repeat_ngram_size=3``,
   ``repetition_penalty=1.2``) and their scores in one call, ranked by ``bot.best_of``, the
   reply picked. ``MAX_NEW_TOKENS=32``: random weights practically never end early, and the
-  benchmark checks afterwards that the candidates really had 32 tokens.
+  benchmark checks afterwards that the candidates really had 32 tokens;
+- **bot reply, k=2, no vocabulary map**: the default k with the engine's map switched off for
+  the call: what the bot did before ``export-ct2`` wrote ``ct2/vmap.txt``, in the same run.
 
-``reply_in_character`` runs the same ``_best_of`` call; the benchmark uses ``/as`` (a persona
-line) because a random-weight model names no friend, which would make ``reply_in_character``
-ask a second time. Target: bot reply p50 at most a third of HF greedy p50.
+The model is saved with the ``reply_vocabulary.json`` training would write (CHAT_PIECES ids:
+every piece of examples/sample_chat plus rows standing in for a larger real chat;
+``--chat-pieces N`` to change, 0 for none), so ``export_ct2`` writes the vocabulary map the
+bot decodes with. ``reply_in_character`` runs the same ``_best_of`` call; the benchmark uses
+``/as`` (a persona line) because a random-weight model names no friend, which would make
+``reply_in_character`` ask a second time. Target: bot reply p50 at most a third of HF greedy p50.
 
     .venv/bin/python bench/reply_latency.py                      # small + base, 5 rounds
     .venv/bin/python bench/reply_latency.py --arch small base --repeats 8
     .venv/bin/python bench/reply_latency.py --arch tiny          # seconds: a smoke run
     .venv/bin/python bench/reply_latency.py --candidates 1 2 4   # the bot's path per k
     .venv/bin/python bench/reply_latency.py --arch small --breakdown 1 2   # what each part costs
+    .venv/bin/python bench/reply_latency.py --chat-pieces 6000   # a smaller chat's vocabulary
 """
 
 from __future__ import annotations
