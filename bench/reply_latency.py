@@ -7,7 +7,8 @@ noise from other work on the machine lands on every path alike:
 
 - **HF greedy fp32, no guards** (the baseline): ``ReplyEngine.generate`` on the HF backend,
   greedy, loop guards off, exactly 32 new tokens;
-- **CT2 int8 greedy, no guards**: the same call on the CTranslate2 backend;
+- **CT2 int8 greedy, no guards**: the same call on the CTranslate2 backend (with the
+  vocabulary map, as every CTranslate2 call of a converted chat model);
 - **bot reply, k=K**: what the bot does for a reply, through its own code: a ``FriendBot``
   started on a SQLite database with the model directory as ``MODEL_DIR`` (so the served engine
   is loaded by ``bot.serving.load_models``, CTranslate2 int8), the 10 chat messages stored,
@@ -15,17 +16,23 @@ noise from other work on the machine lands on every path alike:
   built, K candidates sampled with both loop guards (``no_repeat_ngram_size=3``,
   ``repetition_penalty=1.2``) and their scores in one call, ranked by ``bot.best_of``, the
   reply picked. ``MAX_NEW_TOKENS=32``: random weights practically never end early, and the
-  benchmark checks afterwards that the candidates really had 32 tokens.
+  benchmark checks afterwards that the candidates really had 32 tokens;
+- **bot reply, k=2, no vocabulary map**: the default k with the engine's map switched off for
+  the call: what the bot did before ``export-ct2`` wrote ``ct2/vmap.txt``, in the same run.
 
-``reply_in_character`` runs the same ``_best_of`` call; the benchmark uses ``/as`` (a persona
-line) because a random-weight model names no friend, which would make ``reply_in_character``
-ask a second time. Target: bot reply p50 at most a third of HF greedy p50.
+The model is saved with the ``reply_vocabulary.json`` training would write (CHAT_PIECES ids:
+every piece of examples/sample_chat plus rows standing in for a larger real chat;
+``--chat-pieces N`` to change, 0 for none), so ``export_ct2`` writes the vocabulary map the
+bot decodes with. ``reply_in_character`` runs the same ``_best_of`` call; the benchmark uses
+``/as`` (a persona line) because a random-weight model names no friend, which would make
+``reply_in_character`` ask a second time. Target: bot reply p50 at most a third of HF greedy p50.
 
     .venv/bin/python bench/reply_latency.py                      # small + base, 5 rounds
     .venv/bin/python bench/reply_latency.py --arch small base --repeats 8
     .venv/bin/python bench/reply_latency.py --arch tiny          # seconds: a smoke run
     .venv/bin/python bench/reply_latency.py --candidates 1 2 4   # the bot's path per k
     .venv/bin/python bench/reply_latency.py --arch small --breakdown 1 2   # what each part costs
+    .venv/bin/python bench/reply_latency.py --chat-pieces 6000   # a smaller chat's vocabulary
 """
 
 from __future__ import annotations
@@ -96,12 +103,35 @@ def chat_lines(words_per_message: int) -> list[str]:
     return [f"{name}: {text}" for name, text in chat_messages(words_per_message)]
 
 
-def build_tokenizer(vocab_size: int):  # -> T5Tokenizer
-    """A SentencePiece tokenizer trained on chat-like text, padded to ``vocab_size`` pieces.
+SAMPLE_CHAT = Path(__file__).resolve().parents[1] / "examples" / "sample_chat" / "result.json"
+CHAT_PIECES = 18_000
+"""Rows the bench model's vocabulary map allows (``--chat-pieces``). Measured, not guessed: a
+32,000-piece unigram vocabulary fit to three real chats together gives each chat 13,637
+(9,709 messages), 18,311 (25,591) and 19,570 (35,228 messages) distinct pieces. A vocabulary
+fit to the chats splits them into more, longer pieces than FLAN-T5's general one would, so
+these are on the high side for a FLAN-T5 model; 18,000 stands for a large, varied chat."""
 
-    The trained pieces tokenize the context the way a real vocabulary would (words, not
-    letters); the padding pieces only give the embedding and output layers FLAN-T5's size
-    (the output projection over 32128 rows is a real share of each decoding step).
+
+def sample_chat_lines() -> list[str]:
+    """``Sender: text`` of every message of examples/sample_chat (what training targets are)."""
+    data = json.loads(SAMPLE_CHAT.read_text(encoding="utf-8"))
+    lines = []
+    for message in data["messages"]:
+        text = message.get("text")
+        if not isinstance(text, str):
+            text = "".join(p if isinstance(p, str) else p.get("text", "") for p in text or [])
+        if message.get("type") == "message" and message.get("from") and text.strip():
+            lines.append(f"{message['from']}: {text}")
+    return lines
+
+
+def build_tokenizer(vocab_size: int):  # -> T5Tokenizer
+    """A SentencePiece tokenizer trained on chat text, padded to ``vocab_size`` pieces.
+
+    The trained pieces (the bench's chat words and examples/sample_chat) tokenize the context
+    the way a real vocabulary would (words, not letters); the padding pieces give the
+    embedding and output layers FLAN-T5's size (the output projection over 32128 rows is a
+    real share of each decoding step).
     """
     from transformers import T5Tokenizer
 
@@ -109,7 +139,8 @@ def build_tokenizer(vocab_size: int):  # -> T5Tokenizer
 
     corpus = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 4
     corpus += [f"{name}: {w}" for name in NAMES for w in WORDS]
-    pieces = _trained_pieces(train_tokenizer(corpus, vocab_size=1000))
+    corpus += sample_chat_lines()
+    pieces = _trained_pieces(train_tokenizer(corpus, vocab_size=4000))
     padding = [(f"▁⟪unused{i}⟫", -1000.0) for i in range(vocab_size - len(pieces))]
     return T5Tokenizer(vocab=pieces + padding, extra_ids=0)
 
@@ -120,11 +151,33 @@ def _trained_pieces(tokenizer) -> list[tuple[str, float]]:
     return [(piece, float(score)) for piece, score in state["model"]["vocab"]]
 
 
-def build_model_dir(arch: Arch, out: Path) -> Path:
-    """Save a random-weight T5 of ``arch`` with its tokenizer, as friendbot train would."""
+def chat_vocabulary(tokenizer, pieces: int) -> list[int]:
+    """The ids a model trained on a chat would save in reply_vocabulary.json, ``pieces`` of them.
+
+    Every piece of examples/sample_chat and of the bench's own chat (about 500: a small,
+    made-up chat), then rows spread evenly over the rest of the vocabulary up to ``pieces``,
+    standing in for a real chat's larger vocabulary (CHAT_PIECES). Which rows does not change
+    the cost; how many does.
+    """
+    lines = sample_chat_lines() + chat_lines(59) + [f"reply as {PERSONA}:"]
+    seen = {i for ids in tokenizer(lines)["input_ids"] for i in ids}
+    seen |= {tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id}
+    rest = [i for i in range(len(tokenizer)) if i not in seen]
+    extra = max(0, pieces - len(seen))
+    step = len(rest) / extra if extra else 0
+    return sorted(seen | {rest[int(j * step)] for j in range(min(extra, len(rest)))})
+
+
+def build_model_dir(arch: Arch, out: Path, chat_pieces: int = CHAT_PIECES) -> Path:
+    """Save a random-weight T5 of ``arch`` with its tokenizer, as friendbot train would.
+
+    ``chat_pieces`` > 0: with the reply vocabulary training saves (chat_vocabulary), so
+    export_ct2 writes the vocabulary map the bot decodes with; 0: none (every row).
+    """
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
+    from training.model import reply_vocabulary
     from training.model.model_dir import write_info
 
     tokenizer = build_tokenizer(arch.vocab_size)
@@ -157,6 +210,8 @@ def build_model_dir(arch: Arch, out: Path) -> Path:
             "max_target_length": 64,
         },
     )
+    if chat_pieces:
+        reply_vocabulary.save(chat_vocabulary(tokenizer, chat_pieces), [], out)
     return out
 
 
@@ -178,6 +233,7 @@ PERSONA, ASKER = "Hugo", "Alice"  # the reply the bot is asked for: /as Hugo, se
 GROUP = -1001
 BASELINE = "HF greedy fp32, no guards"
 CT2_GREEDY = "CT2 int8 greedy, no guards"
+WHOLE = ", no vocabulary map"
 
 
 def bot_label(k: int) -> str:
@@ -238,10 +294,21 @@ class BotUnderTest:
         context, _ = self.loop.run_until_complete(self.bot.context(GROUP))
         return as_prompt(context, PERSONA, ASKER, "")
 
-    def reply(self, k: int) -> str:
-        """``/as PERSONA`` with REPLY_CANDIDATES=k, through FriendBot: the reply it would send."""
+    def reply(self, k: int, vocabulary_map: bool = True) -> str:
+        """``/as PERSONA`` with REPLY_CANDIDATES=k, through FriendBot: the reply it would send.
+
+        ``vocabulary_map=False``: the same call with the engine's map switched off (what the
+        bot did before export-ct2 wrote one), to price the map in the same run.
+        """
         self.bot.settings = self.settings.model_copy(update={"reply_candidates": k})
-        reply = self.loop.run_until_complete(self.bot.reply_as(GROUP, [PERSONA], ASKER))
+        impl = self.engine._impl
+        rows = impl.vmap_rows
+        if not vocabulary_map:
+            impl.vmap_rows = None
+        try:
+            reply = self.loop.run_until_complete(self.bot.reply_as(GROUP, [PERSONA], ASKER))
+        finally:
+            impl.vmap_rows = rows
         return reply.text
 
     def candidate_lengths(self, k: int) -> list[int]:
@@ -296,9 +363,18 @@ def default_candidates() -> int:
 
 
 def bench_arch(
-    arch: Arch, repeats: int, warmup: int, threads: int | None, candidates: list[int]
+    arch: Arch,
+    repeats: int,
+    warmup: int,
+    threads: int | None,
+    candidates: list[int],
+    chat_pieces: int = CHAT_PIECES,
 ) -> dict:
-    """Time the baseline, CT2 greedy and the bot's reply path on one architecture."""
+    """Time the baseline, CT2 greedy and the bot's reply path on one architecture.
+
+    With a vocabulary map (``chat_pieces`` > 0) the bot's default k is also timed without it
+    (the same engine, its map switched off for that call): the map's gain in the same run.
+    """
     from bot.engine import DecodeOptions, ReplyEngine
     from training.model.ct2 import export_ct2
 
@@ -306,7 +382,7 @@ def bench_arch(
     with tempfile.TemporaryDirectory(prefix="reply-latency-") as tmp:
         model_dir = Path(tmp) / "model"
         t0 = time.perf_counter()
-        build_model_dir(arch, model_dir)
+        build_model_dir(arch, model_dir, chat_pieces)
         t1 = time.perf_counter()
         export_ct2(model_dir, quantization="int8")
         t2 = time.perf_counter()
@@ -330,6 +406,7 @@ def bench_arch(
                 f"[bold]{arch.name}[/]: built in {t1 - t0:.1f}s, converted in {t2 - t1:.1f}s, "
                 f"loaded in {load_s['hf']:.2f}s (hf) / {load_s['ct2']:.2f}s (ct2) / "
                 f"{load_s['bot']:.2f}s (bot; CTranslate2 threads: {bot.engine._impl.threads}); "
+                f"vocabulary map: {vmap_label(bot.engine._impl.vmap_rows, arch)}; "
                 f"{source_tokens} source tokens, "
                 f"{NEW_TOKENS} new tokens, {repeats} rounds"
             )
@@ -352,6 +429,9 @@ def bench_arch(
                 (CT2_GREEDY, greedy("ct2")),
             ]
             paths += [(bot_label(k), lambda k=k: bot.reply(k)) for k in candidates]
+            if bot.engine._impl.vmap_rows is not None:
+                k = default_candidates()
+                paths.append((bot_label(k) + WHOLE, lambda: bot.reply(k, vocabulary_map=False)))
             wall, cpu = _time_round_robin(paths, repeats, warmup)
             lengths = {k: bot.candidate_lengths(k) for k in candidates}
             bot_threads = bot.engine._impl.threads
@@ -360,7 +440,12 @@ def bench_arch(
     figures = _figures(arch, source_tokens, repeats, t2 - t1, load_s, wall, cpu)
     figures["candidate_tokens"] = {str(k): v for k, v in lengths.items()}
     figures["bot_ct2_threads"] = bot_threads
+    figures["vocabulary_map_rows"] = chat_pieces or None
     return figures
+
+
+def vmap_label(rows: int | None, arch: Arch) -> str:
+    return f"{rows:,} of {arch.vocab_size:,} rows + the prompt's" if rows else "none (every row)"
 
 
 # What the second candidate costs: bare CTranslate2 calls on the bot's source, one change each
@@ -373,7 +458,11 @@ BREAKDOWN: dict[str, tuple[int, dict]] = {  # label: (copies of the source, opti
     "greedy k=1, no guards": (1, {"beam_size": 1}),
     "sampled k=1, guards, scores": (1, {**_SAMPLED, **_GUARDS, "return_scores": True}),
     "sampled k=1, no guards, no scores": (1, _SAMPLED),
-    "sampled k=2, guards, scores (the bot)": (1, {**_SAMPLED, **_GUARDS, "num_hypotheses": 2}),
+    "sampled k=2, guards, scores, vocabulary map (the bot)": (
+        1,
+        {**_SAMPLED, **_GUARDS, "num_hypotheses": 2, "use_vmap": True},
+    ),
+    "  the same, every row (no map)": (1, {**_SAMPLED, **_GUARDS, "num_hypotheses": 2}),
     "  the same, no guards": (1, {**_SAMPLED, "num_hypotheses": 2}),
     "  the same, top-k 10": (1, {**_SAMPLED, **_GUARDS, "num_hypotheses": 2, "sampling_topk": 10}),
     "  the same, 2 sources (encoder twice)": (2, {**_SAMPLED, **_GUARDS, "return_scores": True}),
@@ -382,7 +471,9 @@ BREAKDOWN: dict[str, tuple[int, dict]] = {  # label: (copies of the source, opti
 }
 
 
-def ct2_breakdown(arch: Arch, repeats: int, warmup: int, threads: list[int]) -> dict:
+def ct2_breakdown(
+    arch: Arch, repeats: int, warmup: int, threads: list[int], chat_pieces: int = CHAT_PIECES
+) -> dict:
     """p50 wall and CPU ms of each BREAKDOWN call, per CTranslate2 thread count, round-robin."""
     import ctranslate2
     from transformers import AutoTokenizer
@@ -391,7 +482,7 @@ def ct2_breakdown(arch: Arch, repeats: int, warmup: int, threads: list[int]) -> 
     from training.model.model_dir import CT2_DIRNAME
 
     with tempfile.TemporaryDirectory(prefix="reply-breakdown-") as tmp:
-        model_dir = build_model_dir(arch, Path(tmp) / "model")
+        model_dir = build_model_dir(arch, Path(tmp) / "model", chat_pieces)
         export_ct2(model_dir, quantization="int8")
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         words = max(w for w in range(1, 60) if _source_length(tokenizer, w) <= 225)
@@ -562,7 +653,18 @@ def main(argv: list[str] | None = None) -> None:
         help="instead: bare CTranslate2 calls that price each part of the bot's call "
         "(guards, scores, top-k, the second candidate), per CTranslate2 thread count",
     )
+    parser.add_argument(
+        "--chat-pieces",
+        type=int,
+        default=CHAT_PIECES,
+        metavar="N",
+        help="rows of the reply vocabulary the bench model is saved with, so export_ct2 writes "
+        f"the vocabulary map the bot decodes with (default {CHAT_PIECES:,}: a large real chat's "
+        "pieces; 0: no map, every row)",
+    )
     args = parser.parse_args(argv)
+    if args.chat_pieces < 0:
+        parser.error("--chat-pieces must be >= 0")
     if args.candidates and min(args.candidates) < 1:
         parser.error("--candidates: each K must be >= 1")
     if args.repeats < 1:
@@ -573,7 +675,8 @@ def main(argv: list[str] | None = None) -> None:
     load_before = load_average()
     if args.breakdown:
         parts = [
-            ct2_breakdown(ARCHS[a], args.repeats, args.warmup, args.breakdown) for a in args.arch
+            ct2_breakdown(ARCHS[a], args.repeats, args.warmup, args.breakdown, args.chat_pieces)
+            for a in args.arch
         ]
         print_breakdown(parts)
         Console().print(f"load average {load_before} before, {load_average()} after")
@@ -581,7 +684,8 @@ def main(argv: list[str] | None = None) -> None:
             args.json.write_text(json.dumps(parts, indent=2) + "\n", encoding="utf-8")
         return
     results = [
-        bench_arch(ARCHS[a], args.repeats, args.warmup, args.threads, candidates) for a in args.arch
+        bench_arch(ARCHS[a], args.repeats, args.warmup, args.threads, candidates, args.chat_pieces)
+        for a in args.arch
     ]
     print_table(results, k_sent)
     # The machine is shared: a load average above the core count means the figures are noisy.

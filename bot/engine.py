@@ -9,6 +9,8 @@ the same way, whichever backend runs the model:
 - ``ct2``: CTranslate2 on ``MODEL_DIR/ct2`` (written by ``friendbot export-ct2``,
   training/model/ct2.py), int8 on CPU. About 3x faster per reply on a 2-core CPU, because it
   runs the decoder loop in C++ with int8 matrices instead of Python + fp32 (docs/inference.md).
+  When the conversion has a vocabulary map (``ct2/vmap.txt``, training.model.reply_vocabulary)
+  replies are decoded over the chat's pieces and the prompt's only: a cheaper output layer.
 
 ``backend="auto"`` uses CTranslate2 when a conversion is present, imports, and is newer than the
 weights (``training.model.model_dir.ct2_problem``), and Hugging Face otherwise. What a usable
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from training.errors import InputError, first_line
 from training.formatting import encode_source
+from training.model import reply_vocabulary
 from training.model.decoding import (
     MAX_NEW_TOKENS,
     NO_REPEAT_NGRAM_SIZE,
@@ -324,6 +327,8 @@ class _CT2Backend:
         self.translator = self._new_translator()
         self.tokenizer = tokenizer
         self.vocab_size = _ct2_vocab_size(ct2_dir, default=len(tokenizer))
+        # export-ct2's vocabulary map: the rows every reply may use (None: no map, all rows)
+        self.vmap_rows = reply_vocabulary.always_allowed(ct2_dir)
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -339,7 +344,8 @@ class _CT2Backend:
             [source],
             beam_size=1,
             num_hypotheses=2,
-            sampling_topk=2,
+            sampling_topk=min(2, self.vmap_rows or 2),
+            use_vmap=self.vmap_rows is not None,
             max_decoding_length=WARM_UP_NEW_TOKENS,
             max_input_length=0,
             return_scores=True,
@@ -365,6 +371,17 @@ class _CT2Backend:
     def generate_ids(self, sources: list[list[int]], opts: DecodeOptions) -> list[list[int]]:
         return [ids for ids, _ in self._translate(sources, opts, scores=False)]
 
+    def _use_vmap(self, opts: DecodeOptions) -> bool:
+        """Decode over the chat's pieces (and the prompt's) when the conversion has a map.
+
+        CTranslate2 picks its top-k (or its beams) among the rows it decodes over and refuses
+        more than there are; a call asking for more than the map always allows uses them all.
+        """
+        if self.vmap_rows is None:
+            return False
+        wanted = min(opts.top_k, self.vocab_size) if opts.sample else opts.num_return_sequences
+        return wanted <= self.vmap_rows
+
     def generate_scored(
         self, sources: list[list[int]], opts: DecodeOptions
     ) -> list[tuple[list[int], float]]:
@@ -382,6 +399,7 @@ class _CT2Backend:
             # the loop guards, under the same names and meaning as in HF generate
             "no_repeat_ngram_size": opts.no_repeat_ngram_size,
             "repetition_penalty": opts.repetition_penalty,
+            "use_vmap": self._use_vmap(opts),
         }
         n = opts.num_return_sequences
         translator = self.translator

@@ -31,6 +31,7 @@ from bot.memory import (
     recall_prompt,
     recall_teller,
 )
+from bot.model_scorers import next_speaker_for
 from bot.policy import Decision, Incoming, ReplyPolicy
 from bot.replies import (
     SHRUG,
@@ -287,18 +288,26 @@ class FriendBot:
     async def reply_in_character(
         self, chat_id: int, asker: str | None = None, *, prompted: bool = True
     ) -> Reply | None:
-        """The model continues the chat as the friend it picks (asking again with a persona
-        when it picks nobody usable). None when there is no one to speak as, or when an
-        unprompted reply came out empty; asked directly, a friend who has no words shrugs."""
+        """The chat continued in character by the friend likeliest to speak next.
+
+        With the served model's next-speaker scorer (training.model.next_speaker), that friend
+        is the scorer's best candidate the bot may speak as, and the model is asked for a
+        persona reply. Without it (or when it names nobody usable) the model picks the speaker
+        itself, and is asked again with a persona when it picks nobody usable. None when there
+        is no one to speak as, or when an unprompted reply came out empty; asked directly, a
+        friend who has no words shrugs."""
         context, friends, memory, mark = await self._remember(chat_id)
         chat = self.models.current.chat
         origin = self._origin("chat", mark)
         k = self.settings.reply_candidates
-        candidates = await self._best_of(chat, memory.prompt(context), k, context)
-        reply = choose_reply(candidates, friends, avoid=[asker] if asker else [])
-        if reply is not None:
-            return replace(reply, origin=origin)
-        persona = friends.pick(self.rng, avoid=[asker] if asker else [])
+        avoid = [asker] if asker else []
+        persona = await asyncio.to_thread(next_speaker, chat, context, friends, avoid)
+        if persona is None:
+            candidates = await self._best_of(chat, memory.prompt(context), k, context)
+            reply = choose_reply(candidates, friends, avoid=avoid)
+            if reply is not None:
+                return replace(reply, origin=origin)
+            persona = friends.pick(self.rng, avoid=avoid)
         if persona is None:
             log.info("chat %s: no friend to speak as yet", chat_id)
             return None
@@ -605,6 +614,19 @@ class FriendBot:
             self.writer.flush(timeout=FLUSH_TIMEOUT_S)
         except TimeoutError:
             log.warning("writer is behind; answering from what is committed so far")
+
+
+def next_speaker(
+    chat: ReplyEngine, context: Sequence[str], friends: Friends, avoid: Sequence[str]
+) -> str | None:
+    """The friend the served model's next-speaker scorer ranks first among those the bot may
+    speak as (known, not opted out, not in ``avoid``), spelled as the chat knows them; None
+    without a scorer or when it ranks nobody usable (then the model picks, as before)."""
+    scorer = next_speaker_for(getattr(chat, "model_dir", None))
+    if scorer is None:
+        return None
+    name = scorer.pick(context, allowed=friends.known, avoid=avoid)
+    return friends.find(name) if name is not None else None
 
 
 def _names(display_name: str, username: str | None) -> tuple[str, ...]:

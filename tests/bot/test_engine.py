@@ -17,8 +17,15 @@ from bot.engine import DecodeOptions, ReplyEngine
 from tests.conftest import CHAT_LINES
 from training.errors import InputError
 from training.formatting import encode_source
+from training.model import reply_vocabulary
 from training.model.ct2 import export_ct2
-from training.model.model_dir import CT2_DIRNAME, INFO_FILE, read_info, write_info
+from training.model.model_dir import (
+    CT2_DIRNAME,
+    INFO_FILE,
+    read_export_meta,
+    read_info,
+    write_info,
+)
 
 PROMPTS = [
     "Alice: hey guys whats up 😂\nBob: nothing much, you?",
@@ -477,6 +484,16 @@ def test_cli_export_ct2(model_copy: Path) -> None:
     meta = json.loads((model_copy / CT2_DIRNAME / "friendbot-ct2.json").read_text())
     assert meta["quantization"] == "float32"
     assert str(model_copy / CT2_DIRNAME) in done.output
+    assert "whole vocabulary" in done.output  # no reply_vocabulary.json: no map
+
+    reply_vocabulary.save(range(40), [], model_copy)
+    mapped = runner.invoke(app, ["export-ct2", str(model_copy)])
+    assert mapped.exit_code == 0, mapped.output
+    assert "replies over 40 pieces" in mapped.output
+    assert (model_copy / CT2_DIRNAME / "vmap.txt").is_file()
+    plain = runner.invoke(app, ["export-ct2", str(model_copy), "--no-vocabulary-map"])
+    assert plain.exit_code == 0 and "whole vocabulary" in plain.output
+    assert not (model_copy / CT2_DIRNAME / "vmap.txt").exists()
 
 
 # --- Serving: run, chat and /reload load through the same checks ------------------------------
@@ -586,3 +603,100 @@ def test_scored_generation_returns_the_replies_with_log_prob_scores(model_copy: 
         assert [len(g) for g in groups] == [4, 4]
         # <= 0: at temperature 0.5 with top-p, a reply of only certain tokens scores exactly 0
         assert all(-50 < score <= 0 for g in groups for _, score in g)
+
+
+# --- the vocabulary map (export-ct2's ct2/vmap.txt from train's reply_vocabulary.json) ----------
+
+
+def _export_with_reply_vocabulary(model_dir: Path, allowed: list[int]) -> ReplyEngine:
+    reply_vocabulary.save(allowed, [], model_dir)
+    export_ct2(model_dir)
+    return _load(model_dir, backend="ct2")
+
+
+def _ct2_pieces(model_dir: Path) -> list[str]:
+    return json.loads((model_dir / CT2_DIRNAME / "shared_vocabulary.json").read_text())
+
+
+def test_export_writes_the_map_train_saved_and_none_without_it(model_copy: Path) -> None:
+    export_ct2(model_copy)  # a model trained before reply_vocabulary.json existed
+    assert not (model_copy / CT2_DIRNAME / "vmap.txt").exists()
+    assert read_export_meta(model_copy / CT2_DIRNAME)["vocabulary_map"] is None
+    engine = _load(model_copy, backend="ct2")
+    assert engine._impl.vmap_rows is None
+    assert len(engine.generate_ids(PROMPTS[:1], GREEDY_FIXED)[0][0]) == 12
+
+    allowed = [0, 1, 2, 10, 11, 12]
+    engine = _export_with_reply_vocabulary(model_copy, allowed)
+    pieces = _ct2_pieces(model_copy)
+    lines = (model_copy / CT2_DIRNAME / "vmap.txt").read_text(encoding="utf-8").splitlines()
+    # always allowed: the saved pieces; any other piece only when the prompt holds it
+    assert lines[0] == "\t" + " ".join(pieces[i] for i in allowed)
+    assert lines[1:] == [f"{p}\t{p}" for i, p in enumerate(pieces) if i not in allowed]
+    assert read_export_meta(model_copy / CT2_DIRNAME)["vocabulary_map"] == len(allowed)
+    assert engine._impl.vmap_rows == len(allowed)
+
+    export_ct2(model_copy, vocabulary_map=False)  # asked for every piece
+    assert not (model_copy / CT2_DIRNAME / "vmap.txt").exists()
+
+
+def test_replies_keep_to_the_chat_pieces_and_the_prompt(model_copy: Path) -> None:
+    """Greedy over a subset that holds every piece the whole vocabulary picked gives the same
+    reply; a piece banned from the chat's set but present in the prompt stays possible; a
+    banned piece that is not in the prompt never appears."""
+    export_ct2(model_copy)
+    whole = _load(model_copy, backend="ct2")
+    tokenizer = whole._tokenizer
+    every = range(len(_ct2_pieces(model_copy)))
+    prompt = PROMPTS[2]
+    in_prompt = set(encode_source(tokenizer, prompt, whole.max_source_length))
+    [[reply]] = whole.generate_ids([prompt], GREEDY_FIXED)
+    echoed, new = set(reply) & in_prompt, set(reply) - in_prompt
+    assert echoed and new  # both cases below are real
+
+    mapped = _export_with_reply_vocabulary(model_copy, [i for i in every if i not in echoed])
+    assert mapped.generate_ids([prompt], GREEDY_FIXED) == [[reply]]
+
+    mapped = _export_with_reply_vocabulary(model_copy, [i for i in every if i not in new])
+    [[restricted]] = mapped.generate_ids([prompt], GREEDY_FIXED)
+    assert len(restricted) == 12 and not set(restricted) & new
+    sampled = mapped.generate_ids([prompt], DecodeOptions(max_new_tokens=12, top_k=20, seed=3))
+    assert not set(sampled[0][0]) & new
+
+
+def test_a_map_smaller_than_top_k_is_not_used_for_that_call(model_copy: Path) -> None:
+    """CTranslate2 refuses a top-k larger than the rows it decodes over: the bot's default
+    (top-k 50) on a chat of fewer pieces decodes over every row instead of failing."""
+    engine = _export_with_reply_vocabulary(model_copy, list(range(10)))
+    assert engine._impl.vmap_rows == 10
+    bot_call = DecodeOptions(max_new_tokens=8, num_return_sequences=2)  # the bot's options
+    assert bot_call.top_k > 10 and not engine._impl._use_vmap(bot_call)
+    [candidates] = engine.generate_scored(PROMPTS[:1], bot_call)
+    assert len(candidates) == 2 and all(-50 < score <= 0 for _, score in candidates)
+    narrow = DecodeOptions(max_new_tokens=8, num_return_sequences=2, top_k=5)
+    assert engine._impl._use_vmap(narrow)
+    in_prompt = set(encode_source(engine._tokenizer, PROMPTS[0], engine.max_source_length))
+    for row in engine.generate_ids(PROMPTS[:1], narrow)[0]:
+        assert set(row) <= set(range(10)) | in_prompt
+
+
+def test_a_garbled_reply_vocabulary_is_refused_naming_the_file(model_copy: Path) -> None:
+    (model_copy / reply_vocabulary.VOCABULARY_FILE).write_text('{"format": 1, "token_ids": "x"}')
+    with pytest.raises(InputError) as err:
+        export_ct2(model_copy)
+    assert reply_vocabulary.VOCABULARY_FILE in str(err.value) and "\n" not in str(err.value)
+    assert not (model_copy / CT2_DIRNAME).exists()  # nothing half-written
+    export_ct2(model_copy, vocabulary_map=False)  # the way out the message names
+    assert (model_copy / CT2_DIRNAME / "model.bin").is_file()
+
+
+def test_no_map_for_a_vocabulary_the_map_format_cannot_hold(tmp_path: Path) -> None:
+    (tmp_path / "shared_vocabulary.json").write_text(json.dumps(["<pad>", "</s>", "a b", "c"]))
+    assert reply_vocabulary.write_vmap(tmp_path, [0, 1, 3]) is None
+    (tmp_path / "shared_vocabulary.json").write_text(json.dumps(["<pad>", "</s>", "c", "c"]))
+    assert reply_vocabulary.write_vmap(tmp_path, [0, 1, 3]) is None
+    assert not (tmp_path / "vmap.txt").exists()
+    (tmp_path / "shared_vocabulary.json").write_text(json.dumps(["<pad>", "</s>", "▁c", "d"]))
+    assert reply_vocabulary.write_vmap(tmp_path, [0, 1, 3, 99]) == tmp_path / "vmap.txt"
+    assert (tmp_path / "vmap.txt").read_text().splitlines() == ["\t<pad> </s> d", "▁c\t▁c"]
+    assert reply_vocabulary.always_allowed(tmp_path) == 3

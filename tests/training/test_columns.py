@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from training.data.columns import Tokens
@@ -34,3 +35,12 @@ def test_fields_of_no_rows_and_of_ragged_rows() -> None:
     assert empty.first_bytes().tolist() == []
     with pytest.raises(ValueError, match="expected 2 rows of 2 tokens"):
         Tokens.fields(iter([(b"a", b"b"), (b"c",)]), 2, 2)
+
+
+def test_picked_tokens_trimmed_as_strings() -> None:
+    rows = [(msgspec.Raw('"héllo"'.encode()),), (msgspec.Raw(b'"x"'),), (msgspec.Raw(b'""'),)]
+    (text,) = Tokens.fields(iter(rows), len(rows), 1)
+    inner = text.picked(np.array([2, 0, 1]), trim=1, as_type=pa.string())
+    assert inner.type == pa.string()
+    assert inner.to_pylist() == ["", "héllo", "x"]
+    inner.validate(full=True)

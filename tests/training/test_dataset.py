@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -177,6 +179,29 @@ def test_only_extra_messages(tmp_path: Path) -> None:
     ]
     stats = prepare([], out, PrepareOptions(split=(1.0, 0.0, 0.0)), extra_messages=extra)
     assert stats.pairs["train"] == 4
+
+
+def test_cycle_collector_is_off_while_preparing_and_restored_after(tmp_path: Path) -> None:
+    seen: list[bool] = []
+
+    def extra(valid: bool) -> Iterator[ChatMessage]:
+        seen.append(gc.isenabled())  # read by prepare, in the middle of its work
+        for i in range(1, 6 if valid else 1):
+            yield ChatMessage(-42, i, "Ann" if i % 2 else "Ben", "user1", 1000 + i, f"m{i}")
+
+    options = PrepareOptions(split=(1.0, 0.0, 0.0))
+    assert gc.isenabled()
+    prepare([], tmp_path / "a", options, extra_messages=extra(True))
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(InputError):  # no messages at all: an error on the way
+        prepare([], tmp_path / "b", options, extra_messages=extra(False))
+    assert seen == [False, False] and gc.isenabled()
+    gc.disable()
+    try:  # a caller that had it off keeps it off
+        prepare([], tmp_path / "c", options, extra_messages=extra(True))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 # --- errors leave the output directory alone ----------------------------------------------

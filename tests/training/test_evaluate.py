@@ -11,6 +11,8 @@ import pytest
 
 from tests.training.fixtures.chatdata import write_dataset
 from training.errors import InputError
+from training.model import evaluate as evaluate_module
+from training.model import voice_scorer
 from training.model.evaluate import (
     distinct_n,
     evaluate,
@@ -157,6 +159,26 @@ def test_evaluate_bad_inputs(model_dir: Path, data_dir: Path, tmp_path: Path) ->
         evaluate(model_dir, empty, progress=False)
     with pytest.raises(InputError, match="unknown split"):
         evaluate_loss(model_dir, data_dir, "dev")
+
+
+def test_an_unreadable_reply_scorer_stops_evaluate_before_it_generates(
+    model_dir: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    garbled = tmp_path / "garbled"
+    shutil.copytree(model_dir, garbled, ignore=shutil.ignore_patterns("eval-*"))
+    (garbled / voice_scorer.SCORER_FILE).write_text('{"format": 1, "cla', encoding="utf-8")
+    generated: list[int] = []
+    real_generate = evaluate_module.generate
+
+    def counting(*args: object, **kwargs: object) -> list[str]:
+        generated.append(1)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "generate", counting)
+    with pytest.raises(InputError, match=r"unreadable reply scorer .*voice_scorer\.json"):
+        evaluate(garbled, data_dir, "test", tmp_path / "report", progress=False)
+    assert generated == []  # refused before minutes of generation, not after
+    assert not (tmp_path / "report").exists()
 
 
 def test_evaluate_refuses_task_models(data_dir: Path, tmp_path: Path) -> None:

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from training.data import export
 from training.data.export import (
+    WORKER_CHUNK,
     ChatSelector,
     NeedsChatChoice,
     iter_chat_messages,
     list_chats,
     read_export,
 )
-from training.data.export_layout import Chunk, scan
+from training.data.export_layout import JUMP_WINDOW, Chunk, read_chunk, scan
 from training.data.messages import ChatMessage, bot_api_chat_id, sender_id_of
 from training.data.normalize import Rules, member_keys
 from training.errors import InputError
@@ -244,14 +247,52 @@ def test_chunks_hold_whole_messages_whatever_the_block_size() -> None:
         assert ids == list(range(1, 26))
 
 
-def test_worker_processes_give_the_same_rows() -> None:
+def _ids_of_chunks_read_back(path: Path, block_size: int) -> list[int]:
+    """Scan as for workers (no copies: each chunk's end found a block ahead), read back."""
+    chunks = [e for e in scan(path, copy=False, block_size=block_size) if isinstance(e, Chunk)]
+    for before, after in pairwise(chunks):
+        assert before.offset + before.length < after.offset  # in order, no overlap
+    return [m["id"] for c in chunks for m in json.loads(read_chunk(path, c.offset, c.length))]
+
+
+def test_chunks_found_without_reading_them_hold_every_message_once() -> None:
+    expected = [m["id"] for m in json.loads(SAMPLE_EXPORT.read_text())["messages"]]
+    for block_size in (100_000, 300_000, 1 << 20, 1 << 23):
+        assert _ids_of_chunks_read_back(SAMPLE_EXPORT, block_size) == expected
+
+
+def test_messages_longer_than_the_window_are_read_through(tmp_path: Path) -> None:
+    data = json.loads(SINGLE.read_text())
+    for i, m in enumerate(data["messages"]):
+        if i % 3 == 0:  # far longer than the window a jump reads
+            m["text"] = f"long {i} " + "x" * (2 * JUMP_WINDOW)
+    long = tmp_path / "long.json"
+    long.write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    expected = [m["id"] for m in data["messages"]]
+    for block_size in (JUMP_WINDOW + 1000, 3 * JUMP_WINDOW, 5 * JUMP_WINDOW):
+        assert _ids_of_chunks_read_back(long, block_size) == expected
+
+
+# Workers' chunks of 150 kB: each chunk's end is found by a jump (see export_layout).
+SMALL_WORKER_CHUNKS = pytest.mark.parametrize("worker_chunk", [WORKER_CHUNK, 150_000])
+
+
+@SMALL_WORKER_CHUNKS
+def test_worker_processes_give_the_same_rows(
+    worker_chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "WORKER_CHUNK", worker_chunk)
     one = read_export(SAMPLE_EXPORT, ChatSelector(), Rules(), workers=1)
     two = read_export(SAMPLE_EXPORT, ChatSelector(), Rules(), workers=2)
     assert one.table().equals(two.table())
     assert one.skipped == two.skipped and one.read == two.read == 6021
 
 
-def test_bad_json_found_by_a_worker_says_where(tmp_path: Path) -> None:
+@SMALL_WORKER_CHUNKS
+def test_bad_json_found_by_a_worker_says_where(
+    tmp_path: Path, worker_chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "WORKER_CHUNK", worker_chunk)
     lines = SAMPLE_EXPORT.read_text(encoding="utf-8").splitlines()
     target = next(i for i in range(40_000, len(lines)) if lines[i].startswith('   "from":'))
     lines[target] = lines[target].replace('"from":', '"from"')

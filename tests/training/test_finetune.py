@@ -12,12 +12,13 @@ import torch
 
 from tests.training.fixtures.chatdata import write_dataset
 from training.errors import InputError
+from training.model import reply_vocabulary
 from training.model.batching import bucket_length, collate, plan_batches
 from training.model.checkpoints import TrainState
 from training.model.evaluate import evaluate_loss
 from training.model.finetune import TrainConfig, partial_dir, train
 from training.model.loop import EarlyStopping
-from training.model.tasks import load_jokes, load_paraphrase
+from training.model.tasks import load_jokes, load_paraphrase, load_task
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
@@ -128,6 +129,12 @@ def test_train_tiny_writes_a_loadable_model(chat_data: Path, tmp_path: Path) -> 
 
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2)
+    # the pieces replies are decoded over once converted (export-ct2's vocabulary map): every
+    # piece of every training reply, the special tokens, and nothing the tokenizer lacks
+    allowed = set(reply_vocabulary.load(out) or [])
+    replies = tokenizer([e.target for e in load_task("chat", chat_data, 0).train])["input_ids"]
+    assert {0, 1, 2} | {i for ids in replies for i in ids} <= allowed
+    assert allowed <= set(range(len(tokenizer)))
     model = AutoModelForSeq2SeqLM.from_pretrained(out)
     ids = tokenizer(["Ann: omg yes 😂\nreply as Ben:"], return_tensors="pt")
     generated = model.generate(**ids, max_new_tokens=8, do_sample=False)

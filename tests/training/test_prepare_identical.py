@@ -72,6 +72,9 @@ def test_lean_reading_agrees_on_spelled_types_and_not_own_fields() -> None:
         '{"id": 6, "type": "message", ' + base + ', "saved_from": "S", "text": "s"}',
         '{"id": 7, "type": "message", ' + base + ', "via_bot": "@b", "text": "v"}',
         '{"id": 8, "type": "message", ' + base + ', "text": "a \\\\ b"}',
+        '{"id": 9, ' + base + ', "via_bot": "@b", "forwarded_from": "F", "text": "both"}',
+        '{"id": 10, ' + base + ', "reply_to_message_id": null, "text": "null reply"}',
+        '{"id": 11, ' + base + ', "reply_to_message_id": 8, "text": "a reply"}',
     ]
     data = ("[" + ", ".join(rows) + "]").encode()
     lean = extract_lean(data, Rules())
@@ -79,7 +82,8 @@ def test_lean_reading_agrees_on_spelled_types_and_not_own_fields() -> None:
     messages, _ = decode(data)
     fast, slow = to_table(lean, Rules()), to_table(extract(messages, Rules(), data), Rules())
     assert fast.table.equals(slow.table)
-    assert fast.table["message_id"].to_pylist() == [1, 2, 8]
+    assert fast.table["message_id"].to_pylist() == [1, 2, 8, 10, 11]
+    assert fast.table["reply_to"].to_pylist() == [None, None, None, None, 8]
     assert fast.table["text"].to_pylist()[2] == "a \\ b"
     assert fast.skipped == slow.skipped
     assert fast.skipped_ids.code.tolist() == slow.skipped_ids.code.tolist()

@@ -63,8 +63,10 @@ class Repetitive:
         codes = np.fromiter(map(index.__getitem__, values), np.int32, count=len(values))
         return cls([as_text(v) for v in distinct], codes)
 
-    def to_arrow(self) -> pa.Array:
-        return strings(self.distinct).take(int32_array(self.codes))
+    def to_arrow(self, distinct: Callable[[pa.Array], pa.Array] | None = None) -> pa.Array:
+        """The column; ``distinct`` (a rewrite, such as cleaning) applies to each value once."""
+        values = strings(self.distinct)
+        return (distinct(values) if distinct else values).take(int32_array(self.codes))
 
 
 @dataclass
@@ -113,20 +115,30 @@ class Tokens:
         first[~self.present()] = 0
         return first
 
-    def picked(self, rows: np.ndarray) -> pa.Array:
+    def picked(
+        self, rows: np.ndarray, trim: int = 0, as_type: pa.DataType | None = None
+    ) -> pa.Array:
         """The tokens of ``rows`` as an Arrow binary column (only they are copied).
 
         The spans and the gaps between them are laid out as alternating elements of one
         array over the shared buffer, so picking a token is picking an even element.
+        ``trim`` bytes are cut off both ends of each token (every token must be at least
+        ``2 * trim`` long); ``as_type`` (``pa.string()``) reads the bytes as that type
+        unchecked, so it is only for spans the caller knows to be valid UTF-8.
         """
         n = len(self)
+        kind = as_type or pa.binary()
+        offset_type = np.int32
+        if len(self.data) >= 2**31:  # (a chunk this large: 32-bit offsets cannot reach)
+            kind = pa.large_string() if kind == pa.string() else pa.large_binary()
+            offset_type = np.int64
         if n == 0:  # (then there are no rows either)
-            empty = [None, pa.py_buffer(np.zeros(1, dtype=np.int64)), pa.py_buffer(b"")]
-            return pa.Array.from_buffers(pa.large_binary(), 0, empty)
-        bounds = np.empty(2 * n, dtype=np.int64)
-        bounds[0::2], bounds[1::2] = self.starts, self.ends
+            empty = [None, pa.py_buffer(np.zeros(1, dtype=offset_type)), pa.py_buffer(b"")]
+            return pa.Array.from_buffers(kind, 0, empty)
+        bounds = np.empty(2 * n, dtype=offset_type)
+        bounds[0::2], bounds[1::2] = self.starts + trim, self.ends - trim
         buffers = [None, pa.py_buffer(bounds), pa.py_buffer(self.data)]
-        spans = pa.Array.from_buffers(pa.large_binary(), 2 * n - 1, buffers)
+        spans = pa.Array.from_buffers(kind, 2 * n - 1, buffers)
         return spans.take(int_array(2 * np.asarray(rows, dtype=np.int64)))
 
 
@@ -142,13 +154,16 @@ class RepetitiveTokens:
     rows: np.ndarray  # int64 indices into the tokens
     as_text: Callable[[Any], str]
 
-    def to_arrow(self) -> pa.Array:
+    def to_arrow(self, distinct: Callable[[pa.Array], pa.Array] | None = None) -> pa.Array:
+        """The column; ``distinct`` (a rewrite, such as cleaning) applies to each value once."""
         encoded = pc.dictionary_encode(self.tokens.picked(self.rows))
-        distinct = [
-            self.as_text(msgspec.json.decode(t) if t else None)
-            for t in encoded.dictionary.to_pylist()
-        ]
-        return strings(distinct).take(encoded.indices)
+        values = strings(
+            [
+                self.as_text(msgspec.json.decode(t) if t else None)
+                for t in encoded.dictionary.to_pylist()
+            ]
+        )
+        return (distinct(values) if distinct else values).take(encoded.indices)
 
 
 @dataclass
@@ -165,11 +180,18 @@ class TokenTexts:
     patch: Strings
 
     def to_arrow(self) -> pa.Array:
-        inner = pc.binary_slice(self.tokens.picked(self.rows), 1, -1)
+        """The picked tokens' insides, taken straight from the buffer as strings.
+
+        Every token is a string or a list (at least two bytes, the caller checked) and the
+        buffer is valid UTF-8 (checked too), so cutting one byte off each end never splits
+        a character: one copy, no slicing pass, no casts.
+        """
+        inner = self.tokens.picked(self.rows, trim=1, as_type=pa.string())
+        if inner.type != pa.string():  # (a buffer over 2 GiB)
+            inner = inner.cast(pa.string())
         if self.patched is not None:
-            values = self.patch.to_arrow().cast(pa.large_binary())
-            inner = pc.replace_with_mask(inner, bool_array(self.patched), values)
-        return inner.cast(pa.large_string()).cast(pa.string())
+            inner = pc.replace_with_mask(inner, bool_array(self.patched), self.patch.to_arrow())
+        return inner
 
 
 @dataclass

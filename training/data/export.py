@@ -54,6 +54,7 @@ from training.data.normalize import (
     to_table,
 )
 from training.data.utf8 import InvalidUtf8, repair
+from training.data.worker_heap import keep_freed_memory
 from training.errors import InputError
 
 # Peak memory is the sum over the processes: with workers, this one holds the results in
@@ -354,7 +355,9 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=keep_freed_memory
+    ) as pool:
         for _ in range(workers):  # start them all now, before this process reads the file
             pool.submit(int)
         yield pool

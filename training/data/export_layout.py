@@ -6,7 +6,9 @@ array's element indentation and ``}`` always closes one message, and a line hold
 indentation and ``]`` closes the array. :func:`scan` reads the file in blocks, walks the small
 structure around the arrays token by token (chat name, type, id), and cuts each array into
 :class:`Chunk` s of whole messages with ``bytes.find``; decoding those chunks is the reader's
-job. Memory stays at about one block however large the file is.
+job. Memory stays at about one block however large the file is. When the chunks are read
+by worker processes (``copy=False``), the scanner does not read the messages at all: it
+looks for each chunk's end in a small window a block ahead (:meth:`_Scanner.jump`).
 
 A file laid out differently (minified, or re-indented by some tool) raises
 :class:`NotSplittable`; :func:`scan_streaming` then produces the same events through ijson,
@@ -33,6 +35,7 @@ from training.data.messages import bot_api_chat_id
 from training.data.utf8 import InvalidUtf8, StreamRepair, is_utf8, repair
 
 BLOCK_SIZE = 8 << 20
+JUMP_WINDOW = 64 << 10  # the end of a block read to find where its last message ends
 MAX_TOKEN = 64 << 20  # a header string or number longer than this is not a Telegram export
 SECTIONS = ("chats", "left_chats")  # full-account exports keep chats in these lists
 
@@ -173,6 +176,30 @@ class _Scanner:
         self.pos = 0
         self.eof = not block
         return bool(block)
+
+    def jump(self, start: int, boundary: bytes) -> tuple[int, int] | None:
+        """``copy=False``: cut a chunk of about a block at ``start`` reading only its end.
+
+        Whoever decodes a chunk reads its bytes (and msgspec checks them), so the scanner
+        only needs where it ends: the last ``boundary`` (a message's closing line and its
+        comma) in a small window a block ahead. Returns the chunk's file offset and length
+        and leaves the cursor after that comma; None (nothing read, nothing moved) when
+        the window would overlap what is read already, runs into the end of the file, or
+        holds no boundary (a message longer than the window): then the whole block is read.
+        """
+        offset = self.base + start
+        window_at = offset + self.block_size - JUMP_WINDOW
+        resume = self.base + len(self.buf)
+        if window_at <= resume:
+            return None
+        self.f.seek(window_at)
+        window = self.f.read(JUMP_WINDOW)
+        last = window.rfind(boundary) if len(window) == JUMP_WINDOW else -1
+        if last < 0:
+            self.f.seek(resume)
+            return None
+        self.buf, self.base, self.pos = window, window_at, last + len(boundary)
+        return offset, window_at + last + len(boundary) - 1 - offset
 
     def invalid(self, reason: str, pos: int | None = None) -> InvalidJSON:
         offset = self.base + (self.pos if pos is None else pos)
@@ -394,6 +421,13 @@ class _Scanner:
             look = self.eof or not only_array
             close = self.buf.find(array_end, start) if look else -1
             searched_to_end = look
+            if close < 0 and only_array and not (self.copy or self.count):
+                jumped = self.jump(start, item_end + b",")
+                if jumped is not None:
+                    yield Chunk(chat, b"", -1, *jumped)
+                    if self.ws() != 0x7B:
+                        raise NotSplittable("a message does not start where expected")
+                    continue
             if close >= 0:
                 last = self.buf.rfind(item_end, start, close)
                 if last < 0 or self.buf[last + len(item_end) : close].strip():

@@ -35,7 +35,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import attrgetter
+from itertools import chain, repeat
+from operator import attrgetter, ne
 
 import msgspec
 import numpy as np
@@ -392,10 +393,16 @@ def extract(
 
 # The tokens extract_lean reads, in one pass over the messages (see Tokens.fields); a field
 # is present where its token is not empty (``null`` is present, as in extract).
-_lean_tokens = attrgetter(
-    "text", "from_", "from_id", "type", "forwarded_from", "saved_from", "via_bot"
-)
-_LEAN_WIDTH = 7
+_lean_tokens = attrgetter("text", "from_", "from_id", "type")
+_LEAN_WIDTH = 4
+# The three fields that make a message not its sender's own words are rare: which messages
+# have any of them is one comparison per message against the defaults (msgspec leaves the
+# same default object in every message without the field, and an empty Raw equals another
+# anyway, while a present field is never empty), cheaper than gathering them.
+_not_own_fields = attrgetter("forwarded_from", "saved_from", "via_bot")
+_NOT_OWN_ABSENT = _not_own_fields(LeanMessage(id=0))
+# The three integers, in one pass too (a None among them: see _lean_ints).
+_lean_ints = attrgetter("id", "date_unixtime", "reply_to_message_id")
 _QUOTE, _BRACKET, _NULL = ord('"'), ord("["), ord("n")
 # The first byte of every character str.isspace() knows that JSON writes unescaped (the
 # others are control characters, always escaped): a token starting otherwise is not blank.
@@ -416,11 +423,11 @@ def extract_lean(data: bytes | memoryview, rules: Rules) -> Extracted | None:
     except msgspec.ValidationError:
         return None
     n = len(messages)
-    try:
-        unix = np.fromiter(map(_unix, messages), np.int64, count=n)
-    except TypeError:  # no date_unixtime somewhere: an old export
+    ints = _lean_integers(messages)
+    if ints is None:  # no date_unixtime somewhere: an old export
         return None
-    text, names, ids, kind, *not_own = Tokens.fields(map(_lean_tokens, messages), n, _LEAN_WIDTH)
+    message_id, unix, reply = ints
+    text, names, ids, kind = Tokens.fields(map(_lean_tokens, messages), n, _LEAN_WIDTH)
     if not (n and is_utf8(text.data)):
         return None
     first = text.first_bytes()
@@ -433,7 +440,12 @@ def extract_lean(data: bytes | memoryview, rules: Rules) -> Extracted | None:
         return None
 
     raw = np.frombuffer(text.data, dtype=np.uint8)  # every field's tokens
-    forwarded = not_own[0].present() | not_own[1].present()  # forwarded_from, saved_from
+    not_own = np.fromiter(
+        map(ne, map(_not_own_fields, messages), repeat(_NOT_OWN_ABSENT)), bool, count=n
+    )
+    forwarded = np.zeros(n, dtype=bool)  # forwarded_from or saved_from (else via_bot)
+    for i in np.flatnonzero(not_own).tolist():
+        forwarded[i] = bool(messages[i].forwarded_from or messages[i].saved_from)
     is_message = ~kind.present() | _is_token(raw, kind, b'"message"')
     kinds: dict[int, str] = {}
     for i in np.flatnonzero(~is_message).tolist():
@@ -442,7 +454,7 @@ def extract_lean(data: bytes | memoryview, rules: Rules) -> Extracted | None:
         except msgspec.ValidationError:
             return None
         is_message[i] = kinds[i] == "message"
-    own = is_message & ~forwarded & ~not_own[2].present()
+    own = is_message & ~not_own
     reason = np.full(n, -1, dtype=np.int8)  # the skip reason's code; -1: kept
     for i in np.flatnonzero(~own).tolist():
         reason[i] = _CODE[_not_own_reason(kinds.get(i, "message"), bool(forwarded[i]))]
@@ -469,7 +481,7 @@ def extract_lean(data: bytes | memoryview, rules: Rules) -> Extracted | None:
         return None
     for i, value in zip(odd_rows.tolist(), values, strict=True):
         if value.__class__ is not str:
-            value = "".join(part if part.__class__ is str else part.text for part in value)
+            value = "".join([part if part.__class__ is str else part.text for part in value])
         if not value or value.isspace():
             blank.append(i)
         else:
@@ -490,13 +502,8 @@ def extract_lean(data: bytes | memoryview, rules: Rules) -> Extracted | None:
     skipped = np.flatnonzero(reason >= 0)
     codes = reason[skipped]
     patched = np.array(sorted(patches), dtype=np.int64)
-    try:
-        reply = np.fromiter(map(_reply, messages), np.int64, count=n)
-    except TypeError:  # an explicit null somewhere
-        reply = np.fromiter((r or 0 for r in map(_reply, messages)), np.int64, count=n)
     reply = reply[kept]
     valid = reply != 0
-    message_id = np.fromiter(map(_id, messages), np.int64, count=n)
     return Extracted(
         read=n,
         skipped=Counter([SKIP_CODES[c] for c in codes.tolist()]),
@@ -514,6 +521,30 @@ def extract_lean(data: bytes | memoryview, rules: Rules) -> Extracted | None:
         reply_to=OptionalInts(reply, None if valid.all() else valid),
         skipped_ids=SkippedIds(message_id[skipped], codes),
     )
+
+
+def _lean_integers(
+    messages: Sequence[LeanMessage],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Message ids, times and reply-to ids (0: none); None when a time is missing.
+
+    One pass over the messages for the three; a None among them (a missing time, an
+    explicit ``null`` reply) sends the chunk through the slower passes that tell them apart.
+    """
+    n = len(messages)
+    try:
+        ints = np.fromiter(chain.from_iterable(map(_lean_ints, messages)), np.int64, count=3 * n)
+    except TypeError:
+        pass
+    else:
+        ints = ints.reshape(n, 3)
+        return ints[:, 0].copy(), ints[:, 1].copy(), ints[:, 2].copy()
+    try:
+        unix = np.fromiter(map(_unix, messages), np.int64, count=n)
+    except TypeError:  # no date_unixtime somewhere: an old export
+        return None
+    reply = np.fromiter((r or 0 for r in map(_reply, messages)), np.int64, count=n)
+    return np.fromiter(map(_id, messages), np.int64, count=n), unix, reply
 
 
 def _is_token(raw: np.ndarray, tokens: Tokens, literal: bytes) -> np.ndarray:
@@ -548,7 +579,7 @@ def to_table(extracted: Extracted, rules: Rules, chat_id: np.ndarray | None = No
             "chat_id": pa.nulls(n, pa.int64()) if chat_id is None else int_array(chat_id),
             "message_id": int_array(extracted.message_id),
             "date": extracted.date.to_arrow(),
-            "sender": extracted.senders.names.to_arrow(),
+            "sender": extracted.senders.names.to_arrow(clean),  # each distinct name once
             "sender_id": extracted.senders.ids.to_arrow(),
             "text": extracted.text.to_arrow(),
             "reply_to": extracted.reply_to.to_arrow(),
@@ -647,11 +678,11 @@ def apply_rules(
 ) -> pa.Table:
     """Clean (and optionally scrub) text; drop bots, opted-out members and unknown times.
 
-    The ids of dropped rows, with their reason, are appended to ``dropped`` when given.
+    Sender names arrive cleaned (:func:`to_table` cleans each distinct name once). The ids
+    of dropped rows, with their reason, are appended to ``dropped`` when given.
     """
     if table.num_rows == 0:
         return table
-    table = table.set_column(3, "sender", clean(table["sender"]))
     keep = pc.is_valid(table["date"])
     hits = [("malformed", pc.invert(keep))]
     for reason, keys in (("bot", rules.bots), ("excluded", rules.exclude)):

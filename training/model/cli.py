@@ -109,12 +109,23 @@ def export_ct2(
             "float32 (exact, slower)."
         ),
     ] = "int8",
+    vocabulary_map: Annotated[
+        bool,
+        typer.Option(
+            "--vocabulary-map/--no-vocabulary-map",
+            help="Decode replies over the pieces the chat was trained on (reply_vocabulary.json, "
+            "saved by friendbot train) plus those in the prompt: faster steps. Off: every piece.",
+        ),
+    ] = True,
 ) -> None:
     """Convert MODEL_DIR to CTranslate2 in MODEL_DIR/ct2; the bot then uses it automatically.
 
     About 3x faster replies on CPU than HF generate. Rerun after retraining (stale: ignored).
     """
     from training.model.ct2 import export_ct2 as convert
+    from training.model.model_dir import read_export_meta
 
-    target = convert(model_dir, quantization=quantization)
-    typer.echo(f"wrote {target} ({quantization})")
+    target = convert(model_dir, quantization=quantization, vocabulary_map=vocabulary_map)
+    pieces = read_export_meta(target).get("vocabulary_map")
+    scope = f"replies over {pieces:,} pieces + the prompt's" if pieces else "whole vocabulary"
+    typer.echo(f"wrote {target} ({quantization}; {scope})")

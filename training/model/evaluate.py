@@ -6,6 +6,11 @@ Metrics on a split of a prepared dataset (the test split by default):
   prompt (no persona hint: the model has to pick the speaker itself). The retraining gate
   compares models on this (``evaluate_loss``).
 - ``speaker_accuracy``: the ``Sender:`` the model generates (greedy) against the real sender.
+- ``next_speaker``: the speaker the *bot* picks when the model directory has a next-speaker
+  scorer (training.model.next_speaker; the bot then asks the model for a persona reply as that
+  friend), against the real sender: its ``speaker_accuracy`` and ``per_speaker``. None without
+  the scorer. A scorer around the model, not the model: ``speaker_accuracy`` keeps meaning the
+  model's own pick.
 - ``rouge_l``: ROUGE-L F1 of the generated message text against the real text (the sender part
   is left out: speaker accuracy already scores it).
 - ``distinct_1`` / ``distinct_2``: unique n-grams over all n-grams of the generations (a model
@@ -32,12 +37,13 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.errors import InputError, first_line
 from training.formatting import parse_turn
+from training.model import next_speaker
 from training.model.decoding import (
     BOT_DECODING,
     GREEDY_DECODING,
@@ -75,6 +81,7 @@ SPEAKER_PLOT = "speaker_accuracy.png"
 VOICE_PLOT = "voice.png"
 LOSS_TOKEN_BUDGET = 8192
 SAMPLES_IN_REPORT = 12
+PICK_LABEL = "speaker_accuracy, bot's pick (next-speaker scorer)"
 SAMPLING_SEED = 0  # sampled replies are repeatable: two reports of one model agree
 
 
@@ -384,13 +391,8 @@ def score(
     parsed = [parse_turn(r) for r in replies]
     texts = [text for _, text in parsed]
     real_texts = [parse_turn(r)[1] for r in real]
-    hits = [sender == want for (sender, _), want in zip(parsed, real_senders, strict=True)]
-    per_speaker: dict[str, dict[str, float]] = {}
-    for want in sorted(set(real_senders)):
-        mine = [h for h, s in zip(hits, real_senders, strict=True) if s == want]
-        per_speaker[want] = {"n": len(mine), "accuracy": sum(mine) / len(mine)}
     return {
-        "speaker_accuracy": sum(hits) / len(hits) if hits else 0.0,
+        **speaker_accuracy([sender for sender, _ in parsed], real_senders),
         "rouge_l": rouge_l(texts, real_texts),
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
@@ -398,8 +400,38 @@ def score(
         "echo": None
         if contexts is None
         else share([echoes(t, c) for t, c in zip(texts, contexts, strict=True)]),
+    }
+
+
+def speaker_accuracy(picked: Sequence[str | None], real_senders: Sequence[str]) -> dict[str, Any]:
+    """``speaker_accuracy`` (share of picks equal to the real sender) and ``per_speaker``
+    ({real sender: {n, accuracy}}), for the model's ``Sender:`` and the bot's pick alike."""
+    hits = [got == want for got, want in zip(picked, real_senders, strict=True)]
+    per_speaker: dict[str, dict[str, float]] = {}
+    for want in sorted(set(real_senders)):
+        mine = [h for h, s in zip(hits, real_senders, strict=True) if s == want]
+        per_speaker[want] = {"n": len(mine), "accuracy": sum(mine) / len(mine)}
+    return {
+        "speaker_accuracy": sum(hits) / len(hits) if hits else 0.0,
         "per_speaker": per_speaker,
     }
+
+
+def next_speaker_measure(
+    model_dir: Path, contexts: Sequence[Sequence[str]], real_senders: Sequence[str]
+) -> dict[str, Any] | None:
+    """How often the bot's pick (the next-speaker scorer saved with the model, asked as the
+    bot asks it, anyone allowed) is the real sender; None when the model has no scorer. A
+    scorer file the bot would skip as unreadable is refused, so a report never hides that."""
+    try:
+        scorer = next_speaker.load(model_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        why = first_line(exc)
+        raise InputError(f"{model_dir}: unreadable next-speaker scorer ({why})") from exc
+    if scorer is None:
+        return None
+    picks = [scorer.pick(context) for context in contexts]
+    return {"scorer": next_speaker.SCORER_FILE, **speaker_accuracy(picks, real_senders)}
 
 
 # --- baselines ----------------------------------------------------------------------------
@@ -476,9 +508,12 @@ def evaluate(
         "loops": None,
         "echo": None,
         "per_speaker": {},
+        "next_speaker": next_speaker_measure(model_dir, contexts, real_senders),
         "imitation": None,
     }
     samples: list[dict[str, str]] = []
+    # read before minutes of generation, so an unreadable scorer file stops evaluate at once
+    ranking = bot_ranking(model_dir) if do_generate else None
     if do_generate:
         prompts = [chat_prompt(row) for row in rows]
         free = replace(GREEDY_DECODING, max_new_tokens=max_target)
@@ -502,7 +537,7 @@ def evaluate(
     }
     if do_generate:
         report["imitation"] = imitation_measures(
-            model, tokenizer, rows, train_rows, max_source, batch_size, progress, model_dir
+            model, tokenizer, rows, train_rows, max_source, batch_size, progress, ranking
         )
     _write_outputs(report, samples, out_dir)
     report["out_dir"] = str(out_dir)
@@ -517,15 +552,16 @@ def imitation_measures(
     max_source_length: int,
     batch_size: int = 32,
     progress: bool = False,
-    model_dir: Path | None = None,
+    ranking: BotRanking | None = None,
 ) -> dict[str, Any] | None:
     """Voice, loops and echo of ``reply as NAME:`` replies: greedy, one plain sample, and as
-    the bot decodes (best of REPLY_CANDIDATES, ranked with the scorers saved in ``model_dir``
-    as the bot ranks them), beside the two baselines (training/model/imitation.py); None with
-    too few speakers."""
+    the bot decodes (best of REPLY_CANDIDATES, ranked as the bot ranks them: ``ranking``, by
+    default the model's log-probability and the guards without scorer files), beside the two
+    baselines (training/model/imitation.py); None with too few speakers."""
     from training.progress import progress as progress_bar
 
-    scorer = _bot_scorer(model_dir)
+    ranking = ranking or bot_ranking(None)
+    scorer = ranking.scorer
 
     def run(cases: list[PersonaCase], options: DecodeOptions) -> list[str]:
         k = options.num_return_sequences
@@ -560,25 +596,31 @@ def imitation_measures(
     }
     report = measure_imitation(rows, train_rows, run, decodings, baselines)
     if report is not None:
-        voice, feedback = load_model_scorers(model_dir) if model_dir else (None, None)
-        report["bot_ranking"] = {
-            "candidates": REPLY_CANDIDATES,
-            "voice_scorer": voice is not None,
-            "feedback_scorer": feedback is not None,
-        }
+        report["bot_ranking"] = {"candidates": REPLY_CANDIDATES, **ranking.files}
     return report
 
 
-def _bot_scorer(model_dir: Path | None) -> Scorer:
+@dataclass(frozen=True)
+class BotRanking:
+    """How the bot ranks this model's candidates, and which scorer files that used."""
+
+    scorer: Scorer
+    files: dict[str, bool]
+
+
+def bot_ranking(model_dir: Path | None) -> BotRanking:
     """How the bot ranks this model's candidates (training.model.rerank); a scorer file the
     bot would skip as unreadable is refused here, so a report never hides that."""
-    if model_dir is None:
-        return score_candidate
-    try:
-        voice, feedback = load_model_scorers(Path(model_dir))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{model_dir}: unreadable reply scorer ({first_line(exc)})") from exc
-    return with_model_scorers(score_candidate, voice, feedback)
+    voice, feedback = None, None
+    if model_dir is not None:
+        try:
+            voice, feedback = load_model_scorers(Path(model_dir))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{model_dir}: unreadable reply scorer ({first_line(exc)})") from exc
+    return BotRanking(
+        with_model_scorers(score_candidate, voice, feedback),
+        {"voice_scorer": voice is not None, "feedback_scorer": feedback is not None},
+    )
 
 
 def _write_outputs(report: dict[str, Any], samples: list[dict[str, str]], out_dir: Path) -> None:
@@ -588,7 +630,7 @@ def _write_outputs(report: dict[str, Any], samples: list[dict[str, str]], out_di
     with staged(out_dir, EVAL_KIND) as tmp:
         (tmp / EVAL_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (tmp / REPORT_FILE).write_text(markdown_report(report, samples), encoding="utf-8")
-        if report["per_speaker"]:
+        if report["per_speaker"] or report.get("next_speaker"):
             plot_speaker_accuracy(report, tmp / SPEAKER_PLOT)
         if report["imitation"]:
             plot_voice(report["imitation"], tmp / VOICE_PLOT)
@@ -604,6 +646,9 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
     systems = [report, base["most_frequent_speaker"], base["repeat_last_line"]]
     names = ["speaker_accuracy", "rouge_l", "distinct_1", "distinct_2", "loops", "echo"]
     rows = [(name, [fmt(s.get(name)) for s in systems]) for name in names]
+    picked = report.get("next_speaker")
+    if picked is not None:
+        rows.insert(1, (PICK_LABEL, [fmt(picked["speaker_accuracy"]), "-", "-"]))
     rows.insert(0, ("loss", [fmt(report["loss"]), "-", "-"]))
     rows.insert(1, ("perplexity", [f"{report['perplexity']:.2f}", "-", "-"]))
     return rows
@@ -625,14 +670,18 @@ def markdown_report(report: dict[str, Any], samples: Sequence[dict[str, str]]) -
         *(f"| {name} | {' | '.join(values)} |" for name, values in metric_rows(report)),
         "",
     ]
+    picked = report.get("next_speaker")
+    if picked is not None:
+        lines += [
+            f"`speaker_accuracy` is the model's own greedy `Sender:`. The bot's pick is the "
+            f"next-speaker scorer saved with the model (`{picked['scorer']}`): the bot speaks "
+            f"as its best candidate and asks the model for a reply as that friend. It is a "
+            f"turn-taking scorer around the model, not the model getting better.",
+            "",
+        ]
     if report["generated"]:
         lines += imitation_markdown(report["imitation"])
-    if report["per_speaker"]:
-        lines += ["## Speaker accuracy per real speaker", "", "| speaker | n | accuracy |"]
-        lines += ["|---|---|---|"]
-        for name, v in report["per_speaker"].items():
-            lines.append(f"| {name} | {v['n']} | {v['accuracy']:.3f} |")
-        lines.append("")
+    lines += _per_speaker_markdown(report)
     if samples:
         lines += ["## Sample generations", ""]
         for i, s in enumerate(samples, 1):
@@ -640,3 +689,22 @@ def markdown_report(report: dict[str, Any], samples: Sequence[dict[str, str]]) -
             lines += [f"**{i}.** context (last lines):", "", "```", *context, "```"]
             lines += [f"- real: `{s['real']}`", f"- generated: `{s['generated']}`", ""]
     return "\n".join(lines)
+
+
+def _per_speaker_markdown(report: dict[str, Any]) -> list[str]:
+    """Speaker accuracy per real speaker: the model's ``Sender:`` and the bot's pick."""
+    model = report["per_speaker"]
+    picked = (report.get("next_speaker") or {}).get("per_speaker") or {}
+    if not model and not picked:
+        return []
+    names = list(model or picked)
+    head = "| speaker | n | model |" + (" bot's pick (next-speaker scorer) |" if picked else "")
+    lines = ["## Speaker accuracy per real speaker", "", head]
+    lines.append("|---|---|---|" + ("---|" if picked else ""))
+    for name in names:
+        n = (model.get(name) or picked.get(name))["n"]
+        cells = [f"{model[name]['accuracy']:.3f}" if name in model else "-"]
+        if picked:
+            cells.append(f"{picked[name]['accuracy']:.3f}")
+        lines.append(f"| {name} | {n} | {' | '.join(cells)} |")
+    return [*lines, ""]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from training.errors import InputError
-from training.model import voice_scorer
+from training.model import next_speaker, reply_vocabulary, voice_scorer
 from training.model.batching import Encoded, preprocess
 from training.model.checkpoints import (
     BEST_WEIGHTS,
@@ -408,6 +408,13 @@ def _save_model(
         if config.task == "chat":  # the voice term of the bot's best-of-k (issue 12 §4)
             with phase("voice scorer"), _one_blas_thread():
                 voice_scorer.save_for_training([e.target for e in data.task.train], tmp)
+            # who the bot speaks as: the turn-taking scorer (training.model.next_speaker)
+            with phase("next-speaker scorer"), _one_blas_thread():
+                pairs = [(e.source, e.target) for e in data.task.train]
+                next_speaker.save_for_training(pairs, tmp)
+            # the pieces replies are decoded over by CTranslate2 (export-ct2's vmap.txt)
+            seen = _seen_ids([*data.train, *data.validation])
+            reply_vocabulary.save(seen, _special_ids(data.tokenizer), tmp)
         if (run.work / METRICS_FILE).exists():
             shutil.copyfile(run.work / METRICS_FILE, tmp / METRICS_FILE)
             from training.model.plots import plot_losses
@@ -468,6 +475,24 @@ def _info(config: TrainConfig, run: _Run, data: TaskData, state: TrainState) -> 
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **memory,
     }
+
+
+def _seen_ids(encoded: Sequence[Encoded]) -> set[int]:
+    """Every token id of the examples as tokenized for training (sources, alternatives,
+    targets): the pieces the chat is written in."""
+    seen: set[int] = set()
+    for e in encoded:
+        seen.update(e.source)
+        seen.update(e.labels)
+        if e.alt is not None:
+            seen.update(e.alt)
+    return seen
+
+
+def _special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Pad (T5's decoder start), eos (a reply must end) and unk."""
+    ids = (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id)
+    return [i for i in ids if i is not None]
 
 
 def _speakers(examples: Sequence[Any]) -> list[str]:

@@ -38,14 +38,31 @@ def plot_losses(metrics_file: Path, out: Path) -> None:
 
 
 def plot_speaker_accuracy(report: dict[str, Any], out: Path) -> None:
-    """Per-speaker accuracy of the model, with the two baselines' overall accuracy as lines."""
-    speakers = list(report["per_speaker"])
-    values = [report["per_speaker"][s]["accuracy"] for s in speakers]
+    """Per-speaker accuracy of the model's ``Sender:`` and, when the model has a next-speaker
+    scorer, of the bot's pick, with both overall and the two baselines as lines."""
+    picked = report.get("next_speaker")
+    model = report["per_speaker"]
+    speakers = list(model or (picked or {}).get("per_speaker") or {})
     base = report["baselines"]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 1 + 0.8 * len(speakers)), 4))
-    ax.bar(speakers, values, color="#4C72B0", label="model")
-    ax.axhline(report["speaker_accuracy"], color="#4C72B0", linestyle="--", label="model overall")
+    xs = list(range(len(speakers)))
+    width = 0.4 if picked and model else 0.8
+    if model:
+        shift = -width / 2 if picked else 0.0
+        values = [model[s]["accuracy"] for s in speakers]
+        ax.bar([x + shift for x in xs], values, width, color="#4C72B0", label="model")
+        ax.axhline(
+            report["speaker_accuracy"], color="#4C72B0", linestyle="--", label="model overall"
+        )
+    if picked:
+        shift = width / 2 if model else 0.0
+        values = [picked["per_speaker"].get(s, {}).get("accuracy", 0.0) for s in speakers]
+        label = "bot's pick (next-speaker scorer)"
+        ax.bar([x + shift for x in xs], values, width, color="#8172B3", label=label)
+        ax.axhline(
+            picked["speaker_accuracy"], color="#8172B3", linestyle="--", label=f"{label} overall"
+        )
     ax.axhline(
         base["most_frequent_speaker"]["speaker_accuracy"],
         color="#DD8452",
@@ -58,6 +75,7 @@ def plot_speaker_accuracy(report: dict[str, Any], out: Path) -> None:
         linestyle="-.",
         label="repeat last line",
     )
+    ax.set_xticks(xs, speakers)
     ax.set_ylim(0, 1)
     ax.set_ylabel("speaker accuracy")
     ax.set_title(f"Who speaks next? ({report['split']} split)")
