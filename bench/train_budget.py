@@ -4,10 +4,12 @@ Issue 12 asks that a 5,000-50,000-message chat train with the tiny defaults in a
 minutes on two CPU cores. This runs the real command (a subprocess, so imports, tokenizer
 training, encoding, validation passes and saving all count) once per setting, one after the
 other on the same data, and prints per run: CPU seconds of the command (user + system, all
-its threads), wall seconds, the load average before and after, the seconds before the loop
-(wall minus the loop's own `train_seconds`), steps, the loop's tokens/s and the best
-validation loss. On a shared machine compare runs of one invocation (ratios), not runs of
-different days.
+its threads), wall seconds, the load average before and after, the seconds outside the loop
+(`before_loop_s`: wall minus the loop's own `train_seconds`, so saving counts too), steps, the
+loop's tokens/s (validation passes included) and the best validation loss, then the command's
+own per-phase log lines (`phase NAME: wall, CPU`: start, read, tokenizer, encode, model, loop,
+save and the voice scorer within it); wall minus their sum is the interpreter and the imports.
+On a shared machine compare runs of one invocation (ratios), not runs of different days.
 
     python bench/train_budget.py DATA_DIR                        # the defaults, one run
     python bench/train_budget.py DATA_DIR --max-steps 100 --threads 1,2
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shlex
 import subprocess
@@ -31,6 +34,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PHASE = re.compile(r"phase (.+?): ([\d.]+) s wall, ([\d.]+) CPU s")
 
 
 def run_once(data: Path, out: Path, extra: list[str]) -> dict[str, object]:
@@ -61,6 +65,7 @@ def run_once(data: Path, out: Path, extra: list[str]) -> dict[str, object]:
         if metrics["validation_loss"] is None
         else round(metrics["validation_loss"], 3),
         "best_step": metrics["best_step"],
+        "phases_wall_cpu": {m[1]: [float(m[2]), float(m[3])] for m in PHASE.finditer(done.stderr)},
     }
 
 

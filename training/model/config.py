@@ -20,10 +20,11 @@ TASKS = ("chat", "paraphrase", "joke")
 # (max source tokens, max target tokens) per task when not given
 TASK_LENGTHS = {"chat": (512, 64), "paraphrase": (128, 128), "joke": (32, 128)}
 TINY_CHAT_SOURCE_LENGTH = 32
-# The tiny model's training length in real (non-padding) tokens: what one torch thread gets
-# through in about five CPU minutes (docs/training.md, "Presets"). A small chat reaches its
-# --epochs first; a large one stops here, where the real chats stopped improving anyway.
-TINY_TRAIN_TOKENS = 1_500_000
+# The tiny model's training length in real (non-padding) tokens: the whole `train` command on
+# a 10,000-message chat in about 280 s on two idle cores (~50 s outside the loop, the loop at
+# ~5,200 tokens/s; docs/training.md, "The five-minute budget"). A small chat reaches its
+# --epochs first; a large one stops here.
+TINY_TRAIN_TOKENS = 1_200_000
 # The tiny model's validation runs use at most this many pairs (a fixed seeded sample): on
 # a CPU, five passes over a 4,295-pair validation split cost about 100 of the ~400 CPU s of a
 # real-chat run, and 1,000 pairs still rank successive checkpoints (docs/training.md).
@@ -55,7 +56,7 @@ class TrainConfig:
     train_tokens: int | None = option(
         None,
         help="Stop after about this many real tokens even within --epochs (default: tiny "
-        "1.5M, about 5 CPU minutes; else 0: no cap).",
+        "1.2M, the whole command in under 5 minutes on 2 cores; else 0: no cap).",
     )
     learning_rate: float | None = option(
         None,

@@ -20,7 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,13 +104,15 @@ def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None
     (the retraining pipeline heartbeats its lock from it; an exception there interrupts
     training and leaves the last checkpoint to ``--resume`` from).
     """
-    run = _start(config)
+    with phase("start"):
+        run = _start(config)
     try:
         data = _load_data(config, run)
-        order, total_steps = _plan(config, run, data)
-        model, optimizer, scheduler = _build(config, run, data, total_steps)
-        state = _resume(config, run, model, optimizer, scheduler)
-        Loop(
+        with phase("model"):
+            order, total_steps = _plan(config, run, data)
+            model, optimizer, scheduler = _build(config, run, data, total_steps)
+            state = _resume(config, run, model, optimizer, scheduler)
+        loop = Loop(
             accelerator=run.accelerator,
             model=model,
             optimizer=optimizer,
@@ -123,8 +127,11 @@ def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None
             pad_id=data.tokenizer.pad_token_id,
             resume_settings=_resume_settings(config),
             on_step=on_step,
-        ).run(state)
-        _finish(config, run, model, data, state)
+        )
+        with phase("loop"):
+            loop.run(state)
+        with phase("save"):
+            _finish(config, run, model, data, state)
     except BaseException:
         _drop_unresumable_work(config, run)
         raise
@@ -175,32 +182,35 @@ def _start(config: TrainConfig) -> _Run:
 
 def _load_data(config: TrainConfig, run: _Run) -> _Data:
     """Examples -> tokenizer -> token ids, once, before the loop; too few pairs are refused."""
-    task = load_task(config.task, config.data, config.seed)
+    with phase("read"):
+        task = load_task(config.task, config.data, config.seed)
     if len(task.train) < config.min_examples:
         raise InputError(
             f"{config.data}: {len(task.train)} training pair(s); at least "
             f"{config.min_examples} are needed to learn anything worth serving "
             "(--min-examples N to train anyway)"
         )
-    tokenizer = load_tokenizer(
-        config.base_model,
-        task,
-        run.work,
-        run.accelerator,
-        resume=config.resume,
-        tiny_vocab=config.tiny_vocab,
-    )
+    with phase("tokenizer"):
+        tokenizer = load_tokenizer(
+            config.base_model,
+            task,
+            run.work,
+            run.accelerator,
+            resume=config.resume,
+            tiny_vocab=config.tiny_vocab,
+        )
     lengths = (config.max_source_length, config.max_target_length)
-    data = _Data(
-        task=task,
-        tokenizer=tokenizer,
-        train=preprocess(task.train, tokenizer, *lengths),
-        validation=preprocess(
-            validation_sample(task.validation, config.eval_examples or 0, config.seed),
-            tokenizer,
-            *lengths,
-        ),
-    )
+    with phase("encode"):
+        data = _Data(
+            task=task,
+            tokenizer=tokenizer,
+            train=preprocess(task.train, tokenizer, *lengths),
+            validation=preprocess(
+                validation_sample(task.validation, config.eval_examples or 0, config.seed),
+                tokenizer,
+                *lengths,
+            ),
+        )
     if not data.validation:
         log.warning("%s: no validation examples; no early stopping, last weights kept", config.data)
     return data
@@ -307,6 +317,31 @@ def validation_sample(examples: Sequence[T], limit: int, seed: int) -> list[T]:
     return [examples[i] for i in keep.tolist()]
 
 
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Log one step's wall and CPU seconds (all threads of this process).
+
+    Issue 12 gives the tiny model five minutes for the whole command, not only the loop; these
+    lines (``bench/train_budget.py`` collects them) say where the rest goes without a profiler.
+    """
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    log.info("phase %s: %.1f s wall, %.1f CPU s", name, wall, cpu)
+
+
+def _one_blas_thread() -> Any:
+    """Limit BLAS (OpenBLAS under numpy/scipy) to one thread while a scorer is fitted.
+
+    OpenBLAS's threads spin while they wait; fitting the voice scorer on the Slack chat took
+    23.8 s wall with its default two threads and 9.3 s with one on the shared 2-core machine
+    (load ~3), for the same fit up to rounding (BENCHMARKS.md, "A 1.2M-token cap ...").
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _passive_openmp() -> None:
     """Let idle OpenMP threads sleep instead of spinning, unless the user chose a policy.
 
@@ -371,9 +406,12 @@ def _save_model(
         data.tokenizer.save_pretrained(tmp)
         write_info(tmp, _info(config, run, data.task, state))
         if config.task == "chat":  # the voice term of the bot's best-of-k (issue 12 §4)
-            voice_scorer.save_for_training([e.target for e in data.task.train], tmp)
+            with phase("voice scorer"), _one_blas_thread():
+                voice_scorer.save_for_training([e.target for e in data.task.train], tmp)
             # who the bot speaks as: the turn-taking scorer (training.model.next_speaker)
-            next_speaker.save_for_training([(e.source, e.target) for e in data.task.train], tmp)
+            with phase("next-speaker scorer"), _one_blas_thread():
+                pairs = [(e.source, e.target) for e in data.task.train]
+                next_speaker.save_for_training(pairs, tmp)
             # the pieces replies are decoded over by CTranslate2 (export-ct2's vmap.txt)
             seen = _seen_ids([*data.train, *data.validation])
             reply_vocabulary.save(seen, _special_ids(data.tokenizer), tmp)
