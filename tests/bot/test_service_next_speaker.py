@@ -5,12 +5,15 @@ picks, as before."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from bot.replies import Reply
 from bot.service import FriendBot
+from bot.serving import ServedModels
 from tests.bot.scripted_engine import ScriptedEngine, served
 from tests.bot.test_service import ALICE, BOB, CAROL, GROUP, make_settings, say
 from training.model import next_speaker
@@ -51,28 +54,33 @@ def engine(scorer: next_speaker.NextSpeaker, tmp_path: Path) -> ScriptedEngine:
     return scored_engine(scorer, tmp_path / "model")
 
 
-async def test_the_bot_speaks_as_the_scorers_pick(tmp_path: Path, engine: ScriptedEngine) -> None:
-    service = FriendBot(make_settings(tmp_path), loader=served(engine))
+@contextmanager
+def chatting(
+    tmp_path: Path, loader: Callable[[ServedModels | None], ServedModels]
+) -> Iterator[FriendBot]:
+    """A started bot in which Bob said hello and Alice asked the bot about lunch."""
+    service = FriendBot(make_settings(tmp_path), loader=loader)
     service.start()
     try:
         say(service, BOB, "hello")
         say(service, ALICE, "lunch?", addressed=True)
+        yield service
+    finally:
+        service.stop()
+
+
+async def test_the_bot_speaks_as_the_scorers_pick(tmp_path: Path, engine: ScriptedEngine) -> None:
+    with chatting(tmp_path, served(engine)) as service:
         reply = await service.reply_in_character(GROUP, "Bob")
         assert reply is not None and (reply.speaker, reply.text) == ("Carol", "as asked")
         # the model was asked for Carol's reply, never to pick the speaker itself
         assert engine.prompts == ["Bob: hello\nAlice: lunch?\nreply as Carol:"]
-    finally:
-        service.stop()
 
 
 async def test_never_the_asker_nor_someone_who_opted_out(
     tmp_path: Path, engine: ScriptedEngine
 ) -> None:
-    service = FriendBot(make_settings(tmp_path), loader=served(engine))
-    service.start()
-    try:
-        say(service, BOB, "hello")
-        say(service, ALICE, "lunch?", addressed=True)
+    with chatting(tmp_path, served(engine)) as service:
         reply = await service.reply_in_character(GROUP, "carol")  # Carol asked: not Carol
         assert reply is not None and reply.speaker not in {"Carol", None}
         assert engine.prompts[-1].endswith(f"reply as {reply.speaker}:")
@@ -80,24 +88,16 @@ async def test_never_the_asker_nor_someone_who_opted_out(
         for asker in ("Bob", "Alice"):
             reply = await service.reply_in_character(GROUP, asker)
             assert reply is not None and reply.speaker not in {"Carol", asker}
-    finally:
-        service.stop()
 
 
 async def test_without_a_usable_scorer_the_model_picks(
     tmp_path: Path, engine: ScriptedEngine
 ) -> None:
-    service = FriendBot(make_settings(tmp_path), loader=served(engine))
-    service.start()
-    try:
-        say(service, BOB, "hello")
-        say(service, ALICE, "lunch?", addressed=True)
+    with chatting(tmp_path, served(engine)) as service:
         (engine.model_dir / next_speaker.SCORER_FILE).write_text("{garbled", encoding="utf-8")
         reply = await service.reply_in_character(GROUP, "Alice")  # logged and ignored
         assert reply == Reply("Bob", "the model's pick", reply.origin if reply else None)
         assert engine.prompts == ["Bob: hello\nAlice: lunch?"]  # the free prompt only
-    finally:
-        service.stop()
 
 
 async def test_a_reload_reads_the_new_models_scorer(
@@ -106,15 +106,9 @@ async def test_a_reload_reads_the_new_models_scorer(
     plain = ScriptedEngine(["Bob: the model's pick"], name="plain")
     scored = scored_engine(scorer, tmp_path / "scored")
     loads = iter([plain, scored])
-    service = FriendBot(make_settings(tmp_path), loader=lambda _: served(next(loads))(None))
-    service.start()
-    try:
-        say(service, BOB, "hello")
-        say(service, ALICE, "lunch?", addressed=True)
+    with chatting(tmp_path, lambda _: served(next(loads))(None)) as service:
         reply = await service.reply_in_character(GROUP, "Alice")
         assert reply is not None and reply.speaker == "Bob"
         await service.reload()
         reply = await service.reply_in_character(GROUP, "Alice")
         assert reply is not None and reply.speaker == "Carol"
-    finally:
-        service.stop()
