@@ -6,9 +6,10 @@ training, encoding, validation passes and saving all count) once per setting, on
 other on the same data, and prints per run: CPU seconds of the command (user + system, all
 its threads), wall seconds, the load average before and after, the seconds outside the loop
 (`before_loop_s`: wall minus the loop's own `train_seconds`, so saving counts too), steps, the
-loop's tokens/s (validation passes included) and the best validation loss, then the command's
-own per-phase log lines (`phase NAME: wall, CPU`: start, read, tokenizer, encode, model, loop,
-save and the voice scorer within it); wall minus their sum is the interpreter and the imports.
+loop's tokens/s (validation passes included) and the best validation loss, then the
+command's own line of step timings (`phases (s wall / CPU s): NAME W / C, ...`: start, read,
+tokenizer, encode, model, loop, save and the scorers within it); wall minus their sum is the
+interpreter and the imports.
 On a shared machine compare runs of one invocation (ratios), not runs of different days.
 
     python bench/train_budget.py DATA_DIR                        # the defaults, one run
@@ -34,7 +35,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PHASE = re.compile(r"phase (.+?): ([\d.]+) s wall, ([\d.]+) CPU s")
+PHASES = re.compile(r"phases \(s wall / CPU s\): (.+)")
+PHASE = re.compile(r"([^,]+?) ([\d.]+) / ([\d.]+)(?:, |$)")
+
+
+def phases(stderr: str) -> dict[str, list[float]]:
+    """``train``'s one line of step timings: {step: [wall s, CPU s]}."""
+    found = PHASES.search(stderr)
+    if found is None:
+        return {}
+    return {m[1]: [float(m[2]), float(m[3])] for m in PHASE.finditer(found[1])}
 
 
 def run_once(data: Path, out: Path, extra: list[str]) -> dict[str, object]:
@@ -65,7 +75,7 @@ def run_once(data: Path, out: Path, extra: list[str]) -> dict[str, object]:
         if metrics["validation_loss"] is None
         else round(metrics["validation_loss"], 3),
         "best_step": metrics["best_step"],
-        "phases_wall_cpu": {m[1]: [float(m[2]), float(m[3])] for m in PHASE.finditer(done.stderr)},
+        "phases_wall_cpu": phases(done.stderr),
     }
 
 

@@ -505,3 +505,19 @@ def test_validation_uses_a_fixed_sample_of_at_most_eval_examples() -> None:
     assert (tiny.eval_examples, flan.eval_examples) == (1000, 0)
     with pytest.raises(InputError, match="--eval-examples -1"):
         TrainConfig(data=Path("d"), out=Path("o"), eval_examples=-1)
+
+
+def test_step_timings_are_one_line_the_budget_bench_reads_back() -> None:
+    from bench import train_budget
+    from training.model.finetune import Phases
+
+    phases = Phases()
+    with phases("start"):
+        pass
+    with phases("next-speaker scorer"):
+        sum(range(10_000))
+    stderr = f"2026-12-02 06:00:00,000 INFO training.model.finetune: {phases.line()}\n"
+    timings = train_budget.phases(stderr)
+    assert list(timings) == ["start", "next-speaker scorer"]
+    assert all(len(pair) == 2 and min(pair) >= 0 for pair in timings.values())
+    assert train_budget.phases("no timings: the run failed\n") == {}

@@ -81,6 +81,7 @@ class _Run:
     use_cuda: bool
     token_budget: int
     work: Path  # OUT.partial/
+    phases: Phases  # the steps' seconds, logged once the model is saved
 
     @property
     def main(self) -> bool:
@@ -104,11 +105,12 @@ def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None
     (the retraining pipeline heartbeats its lock from it; an exception there interrupts
     training and leaves the last checkpoint to ``--resume`` from).
     """
-    with phase("start"):
-        run = _start(config)
+    phases = Phases()
+    with phases("start"):
+        run = _start(config, phases)
     try:
         data = _load_data(config, run)
-        with phase("model"):
+        with phases("model"):
             order, total_steps = _plan(config, run, data)
             model, optimizer, scheduler = _build(config, run, data, total_steps)
             state = _resume(config, run, model, optimizer, scheduler)
@@ -128,10 +130,12 @@ def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None
             resume_settings=_resume_settings(config),
             on_step=on_step,
         )
-        with phase("loop"):
+        with phases("loop"):
             loop.run(state)
-        with phase("save"):
+        with phases("save"):
             _finish(config, run, model, data, state)
+        if run.main:
+            log.info("%s", phases.line())
     except BaseException:
         _drop_unresumable_work(config, run)
         raise
@@ -141,7 +145,7 @@ def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None
 # --- the steps, in order --------------------------------------------------------------------
 
 
-def _start(config: TrainConfig) -> _Run:
+def _start(config: TrainConfig, phases: Phases) -> _Run:
     """Processes, device, precision and threads; refuse a bad OUT; a fresh work area."""
     _passive_openmp()
     import torch
@@ -171,6 +175,7 @@ def _start(config: TrainConfig) -> _Run:
         use_cuda=use_cuda,
         token_budget=config.token_budget or (16384 if use_cuda else 2048),
         work=partial_dir(config.out),
+        phases=phases,
     )
     _check_out(config)
     if not config.resume and run.main:
@@ -182,7 +187,7 @@ def _start(config: TrainConfig) -> _Run:
 
 def _load_data(config: TrainConfig, run: _Run) -> _Data:
     """Examples -> tokenizer -> token ids, once, before the loop; too few pairs are refused."""
-    with phase("read"):
+    with run.phases("read"):
         task = load_task(config.task, config.data, config.seed)
     if len(task.train) < config.min_examples:
         raise InputError(
@@ -190,7 +195,7 @@ def _load_data(config: TrainConfig, run: _Run) -> _Data:
             f"{config.min_examples} are needed to learn anything worth serving "
             "(--min-examples N to train anyway)"
         )
-    with phase("tokenizer"):
+    with run.phases("tokenizer"):
         tokenizer = load_tokenizer(
             config.base_model,
             task,
@@ -200,7 +205,7 @@ def _load_data(config: TrainConfig, run: _Run) -> _Data:
             tiny_vocab=config.tiny_vocab,
         )
     lengths = (config.max_source_length, config.max_target_length)
-    with phase("encode"):
+    with run.phases("encode"):
         data = _Data(
             task=task,
             tokenizer=tokenizer,
@@ -317,17 +322,27 @@ def validation_sample(examples: Sequence[T], limit: int, seed: int) -> list[T]:
     return [examples[i] for i in keep.tolist()]
 
 
-@contextmanager
-def phase(name: str) -> Iterator[None]:
-    """Log one step's wall and CPU seconds (all threads of this process).
+class Phases:
+    """Wall and CPU seconds (all threads of this process) of ``train``'s steps.
 
-    Issue 12 gives the tiny model five minutes for the whole command, not only the loop; these
-    lines (``bench/train_budget.py`` collects them) say where the rest goes without a profiler.
+    Issue 12 gives the tiny model five minutes for the whole command, not only the loop; the
+    one line logged once the model is saved (``bench/train_budget.py`` reads it) says where the
+    rest goes without a profiler. Nothing is logged for a run that fails, so a user's mistake
+    stays one line on the terminal.
     """
-    wall, cpu = time.perf_counter(), time.process_time()
-    yield
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    log.info("phase %s: %.1f s wall, %.1f CPU s", name, wall, cpu)
+
+    def __init__(self) -> None:
+        self.times: list[tuple[str, float, float]] = []
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.times.append((name, time.perf_counter() - wall, time.process_time() - cpu))
+
+    def line(self) -> str:
+        steps = ", ".join(f"{name} {wall:.1f} / {cpu:.1f}" for name, wall, cpu in self.times)
+        return f"phases (s wall / CPU s): {steps}"
 
 
 def _one_blas_thread() -> Any:
@@ -406,10 +421,10 @@ def _save_model(
         data.tokenizer.save_pretrained(tmp)
         write_info(tmp, _info(config, run, data.task, state))
         if config.task == "chat":  # the voice term of the bot's best-of-k (issue 12 §4)
-            with phase("voice scorer"), _one_blas_thread():
+            with run.phases("voice scorer"), _one_blas_thread():
                 voice_scorer.save_for_training([e.target for e in data.task.train], tmp)
             # who the bot speaks as: the turn-taking scorer (training.model.next_speaker)
-            with phase("next-speaker scorer"), _one_blas_thread():
+            with run.phases("next-speaker scorer"), _one_blas_thread():
                 pairs = [(e.source, e.target) for e in data.task.train]
                 next_speaker.save_for_training(pairs, tmp)
             # the pieces replies are decoded over by CTranslate2 (export-ct2's vmap.txt)
