@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from training.model import feedback_scorer, next_speaker, voice_scorer
+from training.model import feedback_scorer, next_speaker, scorer_files, voice_scorer
 from training.model.feedback_scorer import FeedbackScorer
 from training.model.next_speaker import NextSpeaker
 from training.model.voice_scorer import VoiceScorer
@@ -62,7 +62,7 @@ def _cached(path: Path, load: Callable[[Path], T | None], what: str) -> T | None
         return cached[1]  # type: ignore[return-value]
     try:
         scorer = load(path.parent)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except scorer_files.DAMAGED as exc:
         log.warning("%s: %s ignored (%s)", path, what, exc)
         scorer = None
     with _lock:

@@ -39,11 +39,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from training.errors import InputError, first_line
 from training.formatting import parse_turn
-from training.model import next_speaker
+from training.model import next_speaker, scorer_files
 from training.model.decoding import (
     BOT_DECODING,
     GREEDY_DECODING,
@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+T = TypeVar("T")
 EVAL_FILE = "eval.json"
 REPORT_FILE = "eval.md"
 SPEAKER_PLOT = "speaker_accuracy.png"
@@ -423,11 +424,7 @@ def next_speaker_measure(
     """How often the bot's pick (the next-speaker scorer saved with the model, asked as the
     bot asks it, anyone allowed) is the real sender; None when the model has no scorer. A
     scorer file the bot would skip as unreadable is refused, so a report never hides that."""
-    try:
-        scorer = next_speaker.load(model_dir)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        why = first_line(exc)
-        raise InputError(f"{model_dir}: unreadable next-speaker scorer ({why})") from exc
+    scorer = _refusing_damaged(next_speaker.load, model_dir, "next-speaker scorer")
     if scorer is None:
         return None
     picks = [scorer.pick(context) for context in contexts]
@@ -608,15 +605,21 @@ class BotRanking:
     files: dict[str, bool]
 
 
+def _refusing_damaged(load: Callable[[Path], T], model_dir: Path, what: str) -> T:
+    """``load(model_dir)``; a damaged scorer file, which the bot would log and skip, is
+    refused with one line naming it, so a report never hides that."""
+    try:
+        return load(model_dir)
+    except scorer_files.DAMAGED as exc:
+        raise InputError(f"{model_dir}: unreadable {what} ({first_line(exc)})") from exc
+
+
 def bot_ranking(model_dir: Path | None) -> BotRanking:
     """How the bot ranks this model's candidates (training.model.rerank); a scorer file the
     bot would skip as unreadable is refused here, so a report never hides that."""
     voice, feedback = None, None
     if model_dir is not None:
-        try:
-            voice, feedback = load_model_scorers(Path(model_dir))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{model_dir}: unreadable reply scorer ({first_line(exc)})") from exc
+        voice, feedback = _refusing_damaged(load_model_scorers, Path(model_dir), "reply scorer")
     return BotRanking(
         with_model_scorers(score_candidate, voice, feedback),
         {"voice_scorer": voice is not None, "feedback_scorer": feedback is not None},

@@ -18,6 +18,9 @@ from typing import Any
 from training.output_dirs import write_durably
 
 NGRAMS = (2, 3, 4)
+# what loading a damaged scorer file raises (the loaders below and each scorer's own checks):
+# the bot logs and ignores such a file, ``evaluate`` refuses it
+DAMAGED = (OSError, ValueError, KeyError, TypeError)
 
 
 def char_ngrams(text: str) -> set[str]:
