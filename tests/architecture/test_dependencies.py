@@ -62,9 +62,7 @@ def dependencies(path: Path, modules: dict[str, Path], launches: bool = True) ->
 
 def graph(launches: bool = True) -> dict[str, set[str]]:
     modules = project_modules()
-    return {
-        name: dependencies(path, modules, launches) - {name} for name, path in modules.items()
-    }
+    return {name: dependencies(path, modules, launches) - {name} for name, path in modules.items()}
 
 
 def within(name: str, prefix: str) -> bool:

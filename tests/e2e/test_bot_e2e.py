@@ -206,6 +206,7 @@ async def test_burst_while_generating(
     async with running(settings) as app:
         engine = service_of(app).models.current.chat
         entered, release = threading.Event(), threading.Event()
+
         def held(generate: Any) -> Any:
             def held_generate(*args: Any, **kwargs: Any) -> Any:
                 entered.set()

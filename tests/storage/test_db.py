@@ -192,4 +192,3 @@ def test_open_existing_refuses_an_empty_database(db_url: str) -> None:
         Path(make_url(db_url).database).write_bytes(b"")
     with pytest.raises(StorageError, match="empty"):
         open_existing(db_url)
-

@@ -25,16 +25,34 @@ def _setup(Session: orm.sessionmaker[orm.Session]) -> None:
             [(1, "Ann", "climbing?"), (2, "Ben", "sure"), (1, "Ann", "10am?")], start=1
         ):
             add_message(
-                session, chat_id=CHAT, message_id=mid, sender_id=uid, sender_name=name,
-                text=text, date=at(mid),
+                session,
+                chat_id=CHAT,
+                message_id=mid,
+                sender_id=uid,
+                sender_name=name,
+                text=text,
+                date=at(mid),
             )
         record_bot_reply(
-            session, chat_id=CHAT, message_id=4, persona="Ben", text="ok fine", kind="chat",
-            context_until=2, context_size=2, model="models/m1",
+            session,
+            chat_id=CHAT,
+            message_id=4,
+            persona="Ben",
+            text="ok fine",
+            kind="chat",
+            context_until=2,
+            context_size=2,
+            model="models/m1",
         )
         add_message(  # Cat quotes the bot's reply
-            session, chat_id=CHAT, message_id=5, sender_id=3, sender_name="Cat", text="lol",
-            date=at(5), reply_to_message_id=4,
+            session,
+            chat_id=CHAT,
+            message_id=5,
+            sender_id=3,
+            sender_name="Cat",
+            text="lol",
+            date=at(5),
+            reply_to_message_id=4,
         )
 
 

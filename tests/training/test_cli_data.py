@@ -18,8 +18,6 @@ EXPORTS = Path(__file__).parent / "fixtures" / "exports"
 SAMPLE = Path(__file__).parents[2] / "examples" / "sample_chat" / "result.json"
 
 
-
-
 @pytest.fixture(autouse=True)
 def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "250")  # one error line stays one line

@@ -30,8 +30,6 @@ OLD_TRAIN_FLAGS = (
 )  # fmt: skip
 
 
-
-
 @pytest.fixture(autouse=True)
 def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "250")  # one error line stays one line

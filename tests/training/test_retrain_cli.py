@@ -37,8 +37,6 @@ def env(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -
     return tmp_path
 
 
-
-
 def test_retrain_runs_and_rollback(env: Path) -> None:
     code, out = friendbot("retrain", "--json")
     assert code == 0, out
