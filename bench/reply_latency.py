@@ -53,6 +53,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console
 from rich.table import Table
 
+from training.model.decoding import (
+    NO_REPEAT_NGRAM_SIZE,
+    REPETITION_PENALTY,
+    TEMPERATURE,
+    TOP_K,
+    TOP_P,
+)
+
 NEW_TOKENS = 32
 CONTEXT_MESSAGES = 10
 TARGET_SOURCE_TOKENS = 200
@@ -450,18 +458,23 @@ def vmap_label(rows: int | None, arch: Arch) -> str:
 
 # What the second candidate costs: bare CTranslate2 calls on the bot's source, one change each
 # from the bot's call (k=2 sampled, both guards, scores), so each row prices one ingredient.
-_SAMPLED = {"beam_size": 1, "sampling_topk": 50, "sampling_topp": 0.9, "sampling_temperature": 0.9}
-_GUARDS = {"no_repeat_ngram_size": 3, "repetition_penalty": 1.2}
+_SAMPLED = {
+    "beam_size": 1,
+    "sampling_topk": TOP_K,
+    "sampling_topp": TOP_P,
+    "sampling_temperature": TEMPERATURE,
+}
+_GUARDS = {"no_repeat_ngram_size": NO_REPEAT_NGRAM_SIZE, "repetition_penalty": REPETITION_PENALTY}
+_BOT_K2 = {**_SAMPLED, **_GUARDS, "num_hypotheses": 2, "use_vmap": True, "return_scores": True}
 _FIRST_STEP = {"max_decoding_length": 1, "min_decoding_length": 1}
 # num_hypotheses > 1 makes CTranslate2 compute the scores whatever return_scores says
 BREAKDOWN: dict[str, tuple[int, dict]] = {  # label: (copies of the source, options)
     "greedy k=1, no guards": (1, {"beam_size": 1}),
     "sampled k=1, guards, scores": (1, {**_SAMPLED, **_GUARDS, "return_scores": True}),
     "sampled k=1, no guards, no scores": (1, _SAMPLED),
-    "sampled k=2, guards, scores, vocabulary map (the bot)": (
-        1,
-        {**_SAMPLED, **_GUARDS, "num_hypotheses": 2, "use_vmap": True},
-    ),
+    "sampled k=2, guards, scores, vocabulary map (the bot)": (1, _BOT_K2),
+    "  the same, return_scores=False": (1, {**_BOT_K2, "return_scores": False}),
+    "  the same, return_alternatives": (1, {**_BOT_K2, "return_alternatives": True}),
     "  the same, every row (no map)": (1, {**_SAMPLED, **_GUARDS, "num_hypotheses": 2}),
     "  the same, no guards": (1, {**_SAMPLED, "num_hypotheses": 2}),
     "  the same, top-k 10": (1, {**_SAMPLED, **_GUARDS, "num_hypotheses": 2, "sampling_topk": 10}),
@@ -503,6 +516,18 @@ def ct2_breakdown(
                         ),
                     )
                 )
+        # the other way to use both cores for k=2: one candidate per core, each encoding the
+        # source itself (inter_threads=2, one OpenMP thread each), both calls at once
+        per_core = ctranslate2.Translator(
+            str(model_dir / CT2_DIRNAME), device="cpu", inter_threads=2, intra_threads=1
+        )
+        one = {"max_input_length": 0, **fixed, **_SAMPLED, **_GUARDS, "use_vmap": True}
+
+        def one_per_core() -> object:
+            calls = [per_core.translate_batch([source], **one, asynchronous=True) for _ in "ab"]
+            return [call[0].result() for call in calls]
+
+        paths.append(("2 x 1 thread: k=2 as 2 calls at once, one per core", one_per_core))
         wall, cpu = _time_round_robin(paths, repeats, warmup)
     return {
         "arch": arch.name,
