@@ -411,6 +411,34 @@ def test_invalid_utf8_is_read_as_replacement_characters_and_placed(
     assert found.to_dict() == read.invalid_utf8.to_dict()
 
 
+def test_utf8_check_agrees_with_python_s_decoder() -> None:
+    """``is_utf8`` decodes only the non-ASCII runs: it must judge like a whole decode."""
+    import codecs
+    import random
+
+    from training.data.utf8 import is_utf8
+
+    def whole(data: bytes) -> bool:
+        try:
+            codecs.utf_8_decode(data, "strict", True)
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    pieces = [b"a", b" ", b'"', "é".encode(), "\xa0".encode(), "🔥".encode(), "\u2028".encode()]
+    pieces += [b"\xed\xa0\x80", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xf4\x90\x80\x80", b"\xff", b"\x80"]
+    pieces += ["🔥".encode()[:2], "é".encode()[:1], b"\xf5\x80\x80\x80"]
+    rng = random.Random(15)
+    for _ in range(20_000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+        if data and rng.random() < 0.3:
+            k = rng.randrange(len(data))
+            data = data[:k] + bytes([rng.randrange(256)]) + data[k + 1 :]
+        assert is_utf8(data) == whole(data), data
+        assert is_utf8(memoryview(data)) == whole(data), data
+    assert is_utf8(b"") and is_utf8(b"plain") and not is_utf8(b"plain\xff")
+
+
 def test_invalid_utf8_in_a_chat_name(tmp_path: Path) -> None:
     data = SINGLE.read_bytes().replace(b'"Climbing Club"', b'"Climbing \xc3Club"', 1)
     path = tmp_path / "name.json"

@@ -101,6 +101,14 @@ def test_unusual_chunks_are_left_to_the_per_message_reading(tmp_path: Path) -> N
     odd = b'[{"id": 1, "date_unixtime": "5", "from": "A", "from_id": "user7", "text": 5}]'
     assert extract_lean(odd, Rules()) is None
     assert extract_chunk(odd, Rules()).skipped["malformed"] == 1
+    # a type Telegram does not write: the lean reader knows only its three, the other way
+    # reads it (and skips it as a service message)
+    other = b'[{"id": 1, "type": "poll_vote", "date_unixtime": "5", "from": "A", '
+    other += b'"from_id": "user7", "text": "x"}, {"id": 2, "date_unixtime": "6", '
+    other += b'"from": "A", "from_id": "user7", "text": "kept"}]'
+    assert extract_lean(other, Rules()) is None
+    read = to_table(extract_chunk(other, Rules()), Rules())
+    assert read.skipped["service"] == 1 and read.table["text"].to_pylist() == ["kept"]
 
 
 def digest(out: Path) -> str:

@@ -35,8 +35,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain, repeat
+from itertools import repeat
 from operator import attrgetter, ne
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -144,10 +145,13 @@ class LeanMessage(msgspec.Struct, gc=False):
     Decoding a token into a Python string (and encoding it back for Arrow) costs more than
     everything else done with a message; as tokens, they go into Arrow columns in bulk and
     only the few with escapes, entity lists or blank texts are decoded (:func:`extract_lean`).
+    ``type`` is one of the types Telegram writes, which msgspec gives as the same three
+    string objects every time (no token, no new object per message); any other type fails
+    validation, and the chunk is read the general way.
     """
 
     id: int
-    type: msgspec.Raw = msgspec.Raw()  # absent: "message"
+    type: Literal["message", "service", "unsupported"] = "message"
     date_unixtime: int | None = None
     from_: msgspec.Raw = msgspec.field(default=msgspec.Raw(), name="from")
     from_id: msgspec.Raw = msgspec.Raw()
@@ -172,7 +176,6 @@ class LeanMessage(msgspec.Struct, gc=False):
 _decode_chunk = msgspec.json.Decoder(list[RawMessage], strict=False).decode
 _decode_lean = msgspec.json.Decoder(list[LeanMessage], strict=False).decode
 _decode_texts = msgspec.json.Decoder(list[_Text], strict=False).decode
-_decode_str = msgspec.json.Decoder(str).decode
 _decode_one = msgspec.json.Decoder(RawMessage, strict=False).decode
 _decode_raw_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _decode_plain = msgspec.json.Decoder().decode
@@ -393,16 +396,14 @@ def extract(
 
 # The tokens extract_lean reads, in one pass over the messages (see Tokens.fields); a field
 # is present where its token is not empty (``null`` is present, as in extract).
-_lean_tokens = attrgetter("text", "from_", "from_id", "type")
-_LEAN_WIDTH = 4
-# The three fields that make a message not its sender's own words are rare: which messages
-# have any of them is one comparison per message against the defaults (msgspec leaves the
-# same default object in every message without the field, and an empty Raw equals another
-# anyway, while a present field is never empty), cheaper than gathering them.
-_not_own_fields = attrgetter("forwarded_from", "saved_from", "via_bot")
+_lean_tokens = attrgetter("text", "from_", "from_id")
+_LEAN_WIDTH = 3
+# A message is not its sender's own words when its type is not "message" or one of three
+# rare fields is present: which messages are is one comparison per message against the
+# usual values (msgspec leaves the same default object in every message without a field,
+# and an empty Raw equals another anyway, while a present field is never empty).
+_not_own_fields = attrgetter("type", "forwarded_from", "saved_from", "via_bot")
 _NOT_OWN_ABSENT = _not_own_fields(LeanMessage(id=0))
-# The three integers, in one pass too (a None among them: see _lean_ints).
-_lean_ints = attrgetter("id", "date_unixtime", "reply_to_message_id")
 _QUOTE, _BRACKET, _NULL = ord('"'), ord("["), ord("n")
 # The first byte of every character str.isspace() knows that JSON writes unescaped (the
 # others are control characters, always escaped): a token starting otherwise is not blank.
@@ -427,7 +428,7 @@ def extract_lean(data: bytes | memoryview, rules: Rules) -> Extracted | None:
     if ints is None:  # no date_unixtime somewhere: an old export
         return None
     message_id, unix, reply = ints
-    text, names, ids, kind = Tokens.fields(map(_lean_tokens, messages), n, _LEAN_WIDTH)
+    text, names, ids = Tokens.fields(map(_lean_tokens, messages), n, _LEAN_WIDTH)
     if not (n and is_utf8(text.data)):
         return None
     first = text.first_bytes()
@@ -435,7 +436,6 @@ def extract_lean(data: bytes | memoryview, rules: Rules) -> Extracted | None:
         np.isin(first, (_QUOTE, _BRACKET)).all()
         and np.isin(names.first_bytes(), (0, _QUOTE, _NULL)).all()
         and np.isin(ids.first_bytes(), (0, _QUOTE, _NULL)).all()
-        and np.isin(kind.first_bytes(), (0, _QUOTE)).all()
     ):
         return None
 
@@ -443,21 +443,10 @@ def extract_lean(data: bytes | memoryview, rules: Rules) -> Extracted | None:
     not_own = np.fromiter(
         map(ne, map(_not_own_fields, messages), repeat(_NOT_OWN_ABSENT)), bool, count=n
     )
-    forwarded = np.zeros(n, dtype=bool)  # forwarded_from or saved_from (else via_bot)
-    for i in np.flatnonzero(not_own).tolist():
-        forwarded[i] = bool(messages[i].forwarded_from or messages[i].saved_from)
-    is_message = ~kind.present() | _is_token(raw, kind, b'"message"')
-    kinds: dict[int, str] = {}
-    for i in np.flatnonzero(~is_message).tolist():
-        try:  # (a type spelled with escapes is still that type)
-            kinds[i] = _decode_str(text.data[kind.starts[i] : kind.ends[i]])
-        except msgspec.ValidationError:
-            return None
-        is_message[i] = kinds[i] == "message"
-    own = is_message & ~not_own
+    own = ~not_own
     reason = np.full(n, -1, dtype=np.int8)  # the skip reason's code; -1: kept
-    for i in np.flatnonzero(~own).tolist():
-        reason[i] = _CODE[_not_own_reason(kinds.get(i, "message"), bool(forwarded[i]))]
+    for i in np.flatnonzero(not_own).tolist():
+        reason[i] = _CODE[_not_own_words(messages[i])]
 
     starts, ends = text.starts, text.ends
     backslash = np.flatnonzero(raw == ord("\\"))
@@ -528,33 +517,20 @@ def _lean_integers(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Message ids, times and reply-to ids (0: none); None when a time is missing.
 
-    One pass over the messages for the three; a None among them (a missing time, an
-    explicit ``null`` reply) sends the chunk through the slower passes that tell them apart.
+    A pass per field: a plain ``attrgetter`` pass costs less than one pass making a tuple
+    of the three per message. A None among the replies (an explicit ``null``) takes a
+    slower pass that reads it as 0.
     """
     n = len(messages)
-    try:
-        ints = np.fromiter(chain.from_iterable(map(_lean_ints, messages)), np.int64, count=3 * n)
-    except TypeError:
-        pass
-    else:
-        ints = ints.reshape(n, 3)
-        return ints[:, 0].copy(), ints[:, 1].copy(), ints[:, 2].copy()
     try:
         unix = np.fromiter(map(_unix, messages), np.int64, count=n)
     except TypeError:  # no date_unixtime somewhere: an old export
         return None
-    reply = np.fromiter((r or 0 for r in map(_reply, messages)), np.int64, count=n)
+    try:
+        reply = np.fromiter(map(_reply, messages), np.int64, count=n)
+    except TypeError:
+        reply = np.fromiter((r or 0 for r in map(_reply, messages)), np.int64, count=n)
     return np.fromiter(map(_id, messages), np.int64, count=n), unix, reply
-
-
-def _is_token(raw: np.ndarray, tokens: Tokens, literal: bytes) -> np.ndarray:
-    """Which tokens are exactly ``literal`` (compared in the buffer ``raw``, no copies)."""
-    same = tokens.ends - tokens.starts == len(literal)
-    rows = np.flatnonzero(same)
-    if rows.size:
-        window = raw[tokens.starts[rows, None] + np.arange(len(literal))]
-        same[rows] = (window == np.frombuffer(literal, dtype=np.uint8)).all(axis=1)
-    return same
 
 
 def _reply_ids(kept: list[RawMessage]) -> OptionalInts:
@@ -603,7 +579,7 @@ def _extras(messages: Sequence[RawMessage], data: bytes | memoryview | None) -> 
     return {m["id"]: m for m in _decode_plain(data) if isinstance(m, dict) and "id" in m}
 
 
-def _not_own_words(m: RawMessage) -> str:
+def _not_own_words(m: RawMessage | LeanMessage) -> str:
     """The skip reason of a message that is not the sender's own text."""
     return _not_own_reason(m.type, bool(m.forwarded_from or m.saved_from))
 
@@ -637,9 +613,12 @@ def _media_text(m: RawMessage, rules: Rules) -> str | None:
     return None
 
 
-def _no_text_reason(m: RawMessage) -> str:
-    """Why a message without text is skipped."""
-    return "media_only" if any(getattr(m, name) for name in _MEDIA_FIELDS) else "empty"
+_media_fields = attrgetter(*_MEDIA_FIELDS)
+
+
+def _no_text_reason(m: RawMessage | LeanMessage) -> str:
+    """Why a message without text is skipped (asked of every photo without a caption)."""
+    return "media_only" if any(_media_fields(m)) else "empty"
 
 
 def _epoch_seconds(kept: list[RawMessage], extras: dict[int, dict]) -> OptionalInts:

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 SHOWN = 5  # offsets kept for the warning; the count covers all of them
 _ERRORS = "friendbot-note-invalid-utf8"
 _noted = threading.local()
@@ -33,9 +35,21 @@ codecs.register_error(_ERRORS, _note)
 
 
 def is_utf8(data: bytes | memoryview) -> bool:
-    """True when ``data`` is valid UTF-8 as a whole (Python's and msgspec's strict rules)."""
+    """True when ``data`` is valid UTF-8 as a whole (Python's and msgspec's strict rules).
+
+    Only the runs of non-ASCII bytes are decoded, each with the ASCII byte after it: a
+    multi-byte sequence never holds an ASCII byte, so whether the whole is valid depends
+    on nothing else, and decoding a few percent of the bytes (emoji, accents) costs a fifth
+    of decoding all of them into a string (the reader checks every chunk's text tokens).
+    """
+    if isinstance(data, bytes) and data.isascii():
+        return True
+    raw = np.frombuffer(data, dtype=np.uint8)
+    high = raw >= 0x80
+    kept = high.copy()
+    kept[1:] |= high[:-1]  # and the byte after each: what ends the run in ``data``
     try:
-        codecs.utf_8_decode(data, "strict", True)
+        codecs.utf_8_decode(raw[kept].tobytes(), "strict", True)
     except UnicodeDecodeError:
         return False
     return True
