@@ -313,6 +313,18 @@ def test_a_message_with_odd_field_types_is_skipped_not_fatal(tmp_path: Path) -> 
     assert {r["message_id"] for r in rows(read)} == {5, 6, 10, 14, 15, 17, 19, 23, 25}
 
 
+@pytest.mark.parametrize("field", ["id", "date_unixtime", "reply_to_message_id"])
+def test_a_number_beyond_64_bits_is_a_malformed_message(tmp_path: Path, field: str) -> None:
+    # the columns are int64: such a number used to stop prepare with an OverflowError
+    data = json.loads(SINGLE.read_text())
+    data["messages"][4][field] = 2**70 if field != "date_unixtime" else str(2**70)  # message 5
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps(data, ensure_ascii=False, indent=1))
+    read = read_export(odd, ChatSelector(), Rules())
+    assert read.skipped["malformed"] == 1
+    assert {r["message_id"] for r in rows(read)} == {3, 4, 6, 10, 14, 15, 17, 19, 23, 25}
+
+
 # --- bad files --------------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import repeat
 from operator import attrgetter, ne
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import numpy as np
@@ -106,6 +106,9 @@ class Part(msgspec.Struct, gc=False):
 
 
 _Text = str | list[str | Part] | None
+# The columns are int64: a larger number is a malformed message (counted and skipped, like an id
+# of the wrong type), not an OverflowError while the column is filled.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class RawMessage(msgspec.Struct, gc=False):
@@ -117,13 +120,13 @@ class RawMessage(msgspec.Struct, gc=False):
     :func:`_extras`).
     """
 
-    id: int
+    id: Int64
     type: str = "message"
-    date_unixtime: int | None = None  # a string in the file; lax decoding makes it an int
+    date_unixtime: Int64 | None = None  # a string in the file; lax decoding makes it an int
     from_: str | None = msgspec.field(default=None, name="from")
     from_id: str | int | None = None
     text: _Text = None
-    reply_to_message_id: int | None = 0  # 0: not a reply (message ids start at 1)
+    reply_to_message_id: Int64 | None = 0  # 0: not a reply (message ids start at 1)
     forwarded_from: msgspec.Raw = msgspec.Raw()
     saved_from: msgspec.Raw = msgspec.Raw()
     via_bot: msgspec.Raw = msgspec.Raw()
@@ -150,13 +153,13 @@ class LeanMessage(msgspec.Struct, gc=False):
     validation, and the chunk is read the general way.
     """
 
-    id: int
+    id: Int64
     type: Literal["message", "service", "unsupported"] = "message"
-    date_unixtime: int | None = None
+    date_unixtime: Int64 | None = None
     from_: msgspec.Raw = msgspec.field(default=msgspec.Raw(), name="from")
     from_id: msgspec.Raw = msgspec.Raw()
     text: msgspec.Raw = msgspec.Raw()
-    reply_to_message_id: int | None = 0
+    reply_to_message_id: Int64 | None = 0
     forwarded_from: msgspec.Raw = msgspec.Raw()
     saved_from: msgspec.Raw = msgspec.Raw()
     via_bot: msgspec.Raw = msgspec.Raw()
