@@ -76,7 +76,9 @@ def main() -> None:
         "model sign it (Hugging Face only: how much a forced prefix would be worth)",
     )
     parser.add_argument(
-        "--cache", type=Path, help="folder: keep each setting's candidates, reuse them if there"
+        "--cache",
+        type=Path,
+        help="folder (one per model and split): keep each setting's candidates, reuse them",
     )
     args = parser.parse_args()
 
@@ -114,8 +116,8 @@ def main() -> None:
     for setting in settings.split(","):
         opts = replace(decoding(setting), num_return_sequences=args.candidates, seed=0)
         forced = "-forced" if args.force_persona else ""
-        name = f"{setting}-{args.candidates}-{len(cases)}{forced}.json"
-        cached = args.cache / name if args.cache else None
+        file_name = f"{setting}-{args.candidates}-{len(cases)}{forced}.json"
+        cached = args.cache / file_name if args.cache else None
         cpu = time.process_time()
         if cached is not None and cached.is_file():
             drawn = [[(t, s) for t, s in d] for d in json.loads(cached.read_text())]
@@ -161,6 +163,7 @@ def _generate_forced(
 
     k = opts.num_return_sequences
     eos = model.generation_config.eos_token_id
+    eos = eos[0] if isinstance(eos, list) else eos
     start = model.generation_config.decoder_start_token_id
     encoded = encode_texts(tokenizer, [c.prompt for c in cases], max_source_length)
     out: list[list[tuple[str, float]]] = [[] for _ in cases]
