@@ -156,8 +156,14 @@ def memory_terms(text: str, limit: int = 8) -> list[str]:
 
 
 def parse_turn(generated: str) -> tuple[str | None, str]:
-    """Split a generated ``Sender: text`` into (sender, text); sender is None if absent."""
+    """Split a generated ``Sender: text`` into (sender, text); sender is None if absent.
+
+    A bare ``Sender:`` is that sender with no text: what a reply that ended right after its
+    forced ``NAME:`` (``reply_prefix_ids``) decodes to, an empty reply rather than a text.
+    """
     generated = clean_text(generated)
+    if generated.endswith(":") and ": " not in generated:
+        generated += " "
     sender, sep, text = generated.partition(": ")
     if not sep or not sender or len(sender) > 64:
         return None, generated

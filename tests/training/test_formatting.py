@@ -20,6 +20,12 @@ def test_parse_turn_without_sender() -> None:
     assert parse_turn("just words") == (None, "just words")
 
 
+def test_a_bare_sender_is_an_empty_turn_not_a_text() -> None:
+    # a reply that ended right after its forced NAME: must not be posted as the text "Hugo:"
+    assert parse_turn(" Hugo:") == ("Hugo", "")
+    assert parse_turn("Hugo: note:") == ("Hugo", "note:")
+
+
 def test_persona_hint_goes_last() -> None:
     prompt = build_prompt(["A: hi", "B: yo"], persona="Hugo")
     assert prompt.splitlines() == ["A: hi", "B: yo", "reply as Hugo:"]
