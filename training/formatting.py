@@ -162,9 +162,8 @@ def parse_turn(generated: str) -> tuple[str | None, str]:
     forced ``NAME:`` (``reply_prefix_ids``) decodes to, an empty reply rather than a text.
     """
     generated = clean_text(generated)
-    if generated.endswith(":") and ": " not in generated:
-        generated += " "
-    sender, sep, text = generated.partition(": ")
+    bare = generated.endswith(":") and ": " not in generated
+    sender, sep, text = (f"{generated} " if bare else generated).partition(": ")
     if not sep or not sender or len(sender) > 64:
         return None, generated
     return sender, text.strip()

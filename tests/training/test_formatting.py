@@ -24,6 +24,7 @@ def test_a_bare_sender_is_an_empty_turn_not_a_text() -> None:
     # a reply that ended right after its forced NAME: must not be posted as the text "Hugo:"
     assert parse_turn(" Hugo:") == ("Hugo", "")
     assert parse_turn("Hugo: note:") == ("Hugo", "note:")
+    assert parse_turn(":") == (None, ":")
 
 
 def test_persona_hint_goes_last() -> None:
