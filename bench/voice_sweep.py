@@ -7,7 +7,8 @@ each (k <= K, weight) picks its reply the way the bot does (training.model.reran
 are judged by ``friendbot evaluate``'s classifier (character n-grams) and by the independent
 word judge (training.model.imitation). When k divides K, the K candidates make K/k disjoint
 draws of k and the figures are their mean: the same CPU buys less noise than K/k reruns would
-(one draw of 300 prompts moves persona-balanced voice by about 3 points). Also prints the CPU
+(one draw of 300 prompts moves persona-balanced voice by about 3 points). Candidates start with
+the persona's `NAME:`, as the bot's do (training.formatting.reply_prefix_ids). Also prints the CPU
 microseconds per candidate of the scorer without and with the voice term. The model directory
 needs its voice_scorer.json (written by ``friendbot train``).
 
@@ -26,7 +27,6 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from training.formatting import parse_turn
 from training.model.decoding import BOT_DECODING, DecodeOptions
@@ -70,12 +70,6 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300)
     parser.add_argument("--scorer", type=Path, action="append", default=[])
     parser.add_argument(
-        "--force-persona",
-        action="store_true",
-        help="start every reply with `NAME:` (a forced decoder prefix) instead of letting the "
-        "model sign it (Hugging Face only: how much a forced prefix would be worth)",
-    )
-    parser.add_argument(
         "--cache",
         type=Path,
         help="folder (one per model and split): keep each setting's candidates, reuse them",
@@ -115,14 +109,13 @@ def main() -> None:
     drawn: list[list[tuple[str, float]]] = []
     for setting in settings.split(","):
         opts = replace(decoding(setting), num_return_sequences=args.candidates, seed=0)
-        forced = "-forced" if args.force_persona else ""
-        file_name = f"{setting}-{args.candidates}-{len(cases)}{forced}.json"
+        # "-prefixed": candidates start with the persona's NAME: (evaluate.generate_scored, as
+        # the bot), not reusable from caches of the earlier sweeps
+        file_name = f"{setting}-{args.candidates}-{len(cases)}-prefixed.json"
         cached = args.cache / file_name if args.cache else None
         cpu = time.process_time()
         if cached is not None and cached.is_file():
             drawn = [[(t, s) for t, s in d] for d in json.loads(cached.read_text())]
-        elif args.force_persona:
-            drawn = _generate_forced(model, info.tokenizer, cases, info.max_source_length, opts)
         else:
             drawn = generate_scored(
                 model, info.tokenizer, [c.prompt for c in cases], info.max_source_length, opts
@@ -145,60 +138,6 @@ def main() -> None:
             for t, s in d
         ],
     )
-
-
-def _generate_forced(
-    model: Any,
-    tokenizer: Any,
-    cases: list[PersonaCase],
-    max_source_length: int,
-    opts: DecodeOptions,
-) -> list[list[tuple[str, float]]]:
-    """Like ``generate_scored``, but each reply starts with the persona's ``NAME:`` (a decoder
-    prefix); the log-probability is the mean over the tokens after it."""
-    import torch
-
-    from training.model.batching import encode_texts
-    from training.model.decoding import hf_generate_kwargs
-
-    k = opts.num_return_sequences
-    eos = model.generation_config.eos_token_id
-    eos = eos[0] if isinstance(eos, list) else eos
-    start = model.generation_config.decoder_start_token_id
-    encoded = encode_texts(tokenizer, [c.prompt for c in cases], max_source_length)
-    out: list[list[tuple[str, float]]] = [[] for _ in cases]
-    torch.manual_seed(opts.seed or 0)
-    with torch.no_grad():
-        for persona in sorted({c.persona for c in cases}):
-            prefix = tokenizer(f"{persona}:", add_special_tokens=False)["input_ids"]
-            idx = [i for i, c in enumerate(cases) if c.persona == persona]
-            for b in range(0, len(idx), 16):
-                batch = idx[b : b + 16]
-                width = max(len(encoded[i]) for i in batch)
-                ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-                    mask[row, : len(encoded[i])] = 1
-                result = model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    decoder_input_ids=torch.tensor([[start, *prefix]] * len(batch)),
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                    **hf_generate_kwargs(opts),
-                )
-                steps = model.compute_transition_scores(
-                    result.sequences, result.scores, normalize_logits=True
-                )
-                for row, (seq, logps) in enumerate(zip(result.sequences, steps, strict=True)):
-                    new = seq[1 + len(prefix) :].tolist()
-                    new = new[: new.index(eos)] if eos in new else new
-                    counted = min(len(new) + 1, len(logps))
-                    text = tokenizer.decode([*prefix, *new], skip_special_tokens=True).strip()
-                    mean = float(logps[:counted].mean()) if counted else 0.0
-                    out[batch[row // k]].append((text, mean))
-    return out
 
 
 def _rerankings(

@@ -16,6 +16,10 @@ the same way, whichever backend runs the model:
 weights (``training.model.model_dir.ct2_problem``), and Hugging Face otherwise. What a usable
 model directory is (tokenizer, friendbot.json, lengths) is decided by
 ``training.model.model_dir.validate``, never here.
+
+A prompt that asks for a persona (last line ``reply as NAME:``) gets replies that start with
+``NAME:``: both backends are given those ids as a decoder prefix
+(``training.formatting.reply_prefix_ids``), and the texts and ids they return include it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from training.errors import InputError, first_line
-from training.formatting import encode_source
+from training.formatting import encode_source, reply_prefix_ids
 from training.model import reply_vocabulary
 from training.model.decoding import (
     MAX_NEW_TOKENS,
@@ -60,12 +64,15 @@ WARM_UP_NEW_TOKENS = 4
 class _Backend(Protocol):
     name: str
 
-    def generate_ids(self, sources: list[list[int]], opts: DecodeOptions) -> list[list[int]]:
-        """Token ids per output, ``num_return_sequences`` consecutive rows per source."""
+    def generate_ids(
+        self, sources: list[list[int]], opts: DecodeOptions, prefix: list[int]
+    ) -> list[list[int]]:
+        """Token ids per output, ``num_return_sequences`` consecutive rows per source; every
+        row starts with ``prefix`` (forced, not sampled), which counts towards no length."""
         ...
 
     def generate_scored(
-        self, sources: list[list[int]], opts: DecodeOptions
+        self, sources: list[list[int]], opts: DecodeOptions, prefix: list[int]
     ) -> list[tuple[list[int], float]]:
         """As ``generate_ids``, each row with a length-normalised log-probability score."""
         ...
@@ -177,11 +184,8 @@ class ReplyEngine:
         opts = options or DecodeOptions()
         if not prompts:
             return []
-        sources = [
-            encode_source(self._tokenizer, prompt, self.max_source_length) for prompt in prompts
-        ]
         with self._lock:
-            rows = self._impl.generate_scored(sources, opts)
+            rows = self._by_prefix(prompts, opts, self._impl.generate_scored)
             texts = self._tokenizer.batch_decode([ids for ids, _ in rows], skip_special_tokens=True)
         scored = [(t.strip(), score) for t, (_, score) in zip(texts, rows, strict=True)]
         return _group(scored, opts.num_return_sequences)
@@ -202,10 +206,28 @@ class ReplyEngine:
     def _generate_rows(self, prompts: list[str], opts: DecodeOptions) -> list[list[int]]:
         if not prompts:
             return []
-        sources = [
-            encode_source(self._tokenizer, prompt, self.max_source_length) for prompt in prompts
-        ]
-        return self._impl.generate_ids(sources, opts)
+        return self._by_prefix(prompts, opts, self._impl.generate_ids)
+
+    def _by_prefix(
+        self,
+        prompts: list[str],
+        opts: DecodeOptions,
+        call: Callable[[list[list[int]], DecodeOptions, list[int]], list[T]],
+    ) -> list[T]:
+        """``call`` once per distinct reply prefix (one batch when all prompts share one, as a
+        bot reply's k candidates do), the rows put back in prompt order."""
+        tokenizer, limit = self._tokenizer, self.max_source_length
+        sources = [encode_source(tokenizer, prompt, limit) for prompt in prompts]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(tuple(reply_prefix_ids(tokenizer, prompt)), []).append(i)
+        n = opts.num_return_sequences
+        rows: list[list[T]] = [[] for _ in prompts]
+        for prefix, idx in groups.items():
+            out = call([sources[i] for i in idx], opts, list(prefix))
+            for j, i in enumerate(idx):
+                rows[i] = out[j * n : (j + 1) * n]
+        return [row for group in rows for row in group]
 
     def __repr__(self) -> str:
         return f"ReplyEngine(model_dir={str(self.model_dir)!r}, backend={self.backend!r})"
@@ -246,18 +268,20 @@ class _HFBackend:
             "pad_token_id": self.pad_id,
         }
 
-    def generate_ids(self, sources: list[list[int]], opts: DecodeOptions) -> list[list[int]]:
-        out = self._generate(sources, opts, scores=False)
+    def generate_ids(
+        self, sources: list[list[int]], opts: DecodeOptions, prefix: list[int]
+    ) -> list[list[int]]:
+        out = self._generate(sources, opts, prefix, scores=False)
         # out: (batch * num_return_sequences, 1 + new tokens). Drop the decoder start token, and
         # the eos with the padding after it, as CTranslate2 does: both backends return alike.
         return [_cut_at(row[1:].tolist(), self.eos_id) for row in out.cpu()]
 
     def generate_scored(
-        self, sources: list[list[int]], opts: DecodeOptions
+        self, sources: list[list[int]], opts: DecodeOptions, prefix: list[int]
     ) -> list[tuple[list[int], float]]:
         import torch
 
-        out = self._generate(sources, opts, scores=True)
+        out = self._generate(sources, opts, prefix, scores=True)
         with torch.inference_mode():
             # log-probabilities of the chosen tokens under the distribution they were drawn from
             steps = self.model.compute_transition_scores(
@@ -266,11 +290,15 @@ class _HFBackend:
         result = []
         for row, logps in zip(out.sequences.cpu(), steps, strict=True):
             ids = _cut_at(row[1:].tolist(), self.eos_id)
-            counted = min(len(ids) + 1, len(logps))  # the eos too, when it was generated
-            result.append((ids, float(logps[:counted].mean()) if counted else 0.0))
+            # scores cover the generated tokens only, not the forced prefix; the eos too,
+            # when it was generated
+            counted = min(len(ids) - len(prefix) + 1, len(logps))
+            result.append((ids, float(logps[:counted].mean()) if counted > 0 else 0.0))
         return result
 
-    def _generate(self, sources: list[list[int]], opts: DecodeOptions, *, scores: bool) -> Any:
+    def _generate(
+        self, sources: list[list[int]], opts: DecodeOptions, prefix: list[int], *, scores: bool
+    ) -> Any:
         import torch
         from transformers import GenerationConfig
 
@@ -285,6 +313,11 @@ class _HFBackend:
         kwargs: dict[str, Any] = {**self.special_ids, **hf_generate_kwargs(opts)}
         if scores:
             kwargs.update(output_scores=True, return_dict_in_generate=True)
+        decoder: dict[str, Any] = {}
+        if prefix:  # the decoder starts from [start, *prefix]; max_new_tokens counts after it
+            start = self.special_ids["decoder_start_token_id"]
+            row = torch.tensor([start, *prefix], dtype=torch.long)
+            decoder["decoder_input_ids"] = row.repeat(len(sources), 1).to(self.device)
         # A seeded call must not disturb the RNG of whatever else runs in this process.
         rng = torch.random.fork_rng(devices=[]) if opts.seed is not None else nullcontext()
         with torch.inference_mode(), rng:
@@ -294,6 +327,7 @@ class _HFBackend:
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention_mask.to(self.device),
                 generation_config=GenerationConfig(**kwargs),
+                **decoder,
             )
 
 
@@ -368,8 +402,10 @@ class _CT2Backend:
                 f"{self.ct2_dir}: cannot load the CTranslate2 model ({reason})"
             ) from exc
 
-    def generate_ids(self, sources: list[list[int]], opts: DecodeOptions) -> list[list[int]]:
-        return [ids for ids, _ in self._translate(sources, opts, scores=False)]
+    def generate_ids(
+        self, sources: list[list[int]], opts: DecodeOptions, prefix: list[int]
+    ) -> list[list[int]]:
+        return [ids for ids, _ in self._translate(sources, opts, prefix, scores=False)]
 
     def _use_vmap(self, opts: DecodeOptions) -> bool:
         """Decode over the chat's pieces (and the prompt's) when the conversion has a map.
@@ -383,17 +419,19 @@ class _CT2Backend:
         return wanted <= self.vmap_rows
 
     def generate_scored(
-        self, sources: list[list[int]], opts: DecodeOptions
+        self, sources: list[list[int]], opts: DecodeOptions, prefix: list[int]
     ) -> list[tuple[list[int], float]]:
-        return self._translate(sources, opts, scores=True)
+        return self._translate(sources, opts, prefix, scores=True)
 
     def _translate(
-        self, sources: list[list[int]], opts: DecodeOptions, *, scores: bool
+        self, sources: list[list[int]], opts: DecodeOptions, prefix: list[int], *, scores: bool
     ) -> list[tuple[list[int], float]]:
         tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in sources]
         common: dict[str, Any] = {
-            "max_decoding_length": opts.max_new_tokens,
-            "min_decoding_length": opts.min_new_tokens,
+            # CTranslate2 counts a target prefix in its decoding lengths (and returns it in
+            # each hypothesis); HF counts only the new tokens: add it, so both decode alike.
+            "max_decoding_length": opts.max_new_tokens + len(prefix),
+            "min_decoding_length": opts.min_new_tokens + len(prefix),
             "max_input_length": 0,  # sources are already cut by encode_source
             "return_scores": scores,
             # the loop guards, under the same names and meaning as in HF generate
@@ -428,14 +466,18 @@ class _CT2Backend:
                 translator = self._new_translator()
         else:
             common.update(beam_size=n, num_hypotheses=n)
+        if prefix:
+            target = self.tokenizer.convert_ids_to_tokens(prefix)
+            common["target_prefix"] = [target] * len(tokens)
         results = translator.translate_batch(tokens, **common)
         rows = []
         for r in results:
             for i, hyp in enumerate(r.hypotheses):
                 ids = self.tokenizer.convert_tokens_to_ids(hyp)
                 # CTranslate2's own score (length-normalised with the default
-                # length_penalty=1); not on HF's scale, but best-of-k only compares the
-                # candidates of one batch, from one backend.
+                # length_penalty=1); not on HF's scale, and whether a forced prefix counts in it
+                # is CTranslate2's choice, but best-of-k only compares the candidates of one
+                # batch, from one backend, and they all share the prefix.
                 rows.append((ids, float(r.scores[i]) if scores else 0.0))
         return rows
 

@@ -75,6 +75,40 @@ def persona_line(persona: str) -> str:
     return f"{PERSONA_PREFIX} {clean_text(persona)}:"
 
 
+def persona_of_prompt(prompt: str) -> str | None:
+    """The persona a prompt asks a reply of (its last line is a :func:`persona_line`), or None.
+
+    The inverse of ``persona_line``: the one rule that decides which prompts get their reply
+    started with the persona's ``NAME:`` (:func:`reply_prefix_ids`).
+    """
+    last = prompt.rsplit("\n", 1)[-1].strip()
+    head = f"{PERSONA_PREFIX} "
+    if not last.startswith(head) or not last.endswith(":"):
+        return None
+    return last[len(head) : -1].strip() or None
+
+
+def reply_prefix_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """Ids every reply to ``prompt`` starts with: the persona's ``NAME:``, or none.
+
+    Asked ``reply as NAME:``, a model still signs some replies with another friend's name
+    (22% of the candidates on a real Slack channel, BENCHMARKS.md "Voice in the bot's
+    decoding"), and the bot then has to drop them. Starting the decoder on ``NAME:`` makes
+    every candidate the persona's. The ids are those a training target ``NAME: text``
+    (``format_turn``) starts with, so the model continues a prefix it has seen; where a
+    tokenizer would split ``NAME:`` alone differently, only the ids both forms share are kept.
+    """
+    persona = persona_of_prompt(prompt)
+    if persona is None:
+        return []
+    alone = tokenizer(format_turn(persona, "").rstrip(), add_special_tokens=False)["input_ids"]
+    target = tokenizer(format_turn(persona, "x"), add_special_tokens=False)["input_ids"]
+    shared = 0
+    while shared < min(len(alone), len(target)) and alone[shared] == target[shared]:
+        shared += 1
+    return list(target[:shared])
+
+
 def memory_line(day: str, sender: str, text: str) -> str:
     """One remembered older message: ``memory: YYYY-MM-DD Sender: text``.
 
@@ -122,9 +156,14 @@ def memory_terms(text: str, limit: int = 8) -> list[str]:
 
 
 def parse_turn(generated: str) -> tuple[str | None, str]:
-    """Split a generated ``Sender: text`` into (sender, text); sender is None if absent."""
+    """Split a generated ``Sender: text`` into (sender, text); sender is None if absent.
+
+    A bare ``Sender:`` is that sender with no text: what a reply that ended right after its
+    forced ``NAME:`` (``reply_prefix_ids``) decodes to, an empty reply rather than a text.
+    """
     generated = clean_text(generated)
-    sender, sep, text = generated.partition(": ")
+    bare = generated.endswith(":") and ": " not in generated
+    sender, sep, text = (f"{generated} " if bare else generated).partition(": ")
     if not sep or not sender or len(sender) > 64:
         return None, generated
     return sender, text.strip()

@@ -16,7 +16,7 @@ import pytest
 from bot.engine import DecodeOptions, ReplyEngine
 from tests.conftest import CHAT_LINES
 from training.errors import InputError
-from training.formatting import encode_source
+from training.formatting import encode_source, reply_prefix_ids
 from training.model import reply_vocabulary
 from training.model.ct2 import export_ct2
 from training.model.model_dir import (
@@ -34,6 +34,9 @@ PROMPTS = [
     "Bob: ok ok fine",
     "Alice: lol sure, 10am?",
 ]
+# The trained tiny model signs a reply to this as Bob when left to itself: forced to Carol:,
+# both backends must still agree token for token.
+OTHER_PERSONA = "Dave: count me in. bringing coffee\nreply as Carol:"
 # Guards off: the agreement tests compare raw greedy paths (see _clear_prefix's logits).
 GREEDY_FIXED = DecodeOptions(
     max_new_tokens=12,
@@ -52,6 +55,12 @@ def _load(model_dir: Path, backend: str = "auto") -> ReplyEngine:
     """ReplyEngine.load on one thread: tiny models gain nothing from more, and on a shared
     2-core machine idle OpenMP threads spinning against other work slow tests down badly."""
     return ReplyEngine.load(model_dir, backend=backend, threads=1)
+
+
+def _forced(engine: ReplyEngine, prompts: list[str]) -> list[int]:
+    """How many ids each prompt's rows start with, forced: a persona's ``NAME:`` (which the
+    min/max new-token limits do not count), 0 for a free prompt."""
+    return [len(reply_prefix_ids(engine._tokenizer, p)) for p in prompts]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -137,7 +146,7 @@ def test_hf_decodes_without_special_tokens(trained_dir: Path) -> None:
     tokenizer = engine._tokenizer
     expected = [[tokenizer.decode(row, skip_special_tokens=True).strip()] for [row] in ids]
     assert texts == expected
-    assert all(len(row) == 12 for [row] in ids)
+    assert [len(row) for [row] in ids] == [12 + n for n in _forced(engine, PROMPTS)]
     assert len({tuple(row) for [row] in ids}) > 1, "greedy replies should depend on the prompt"
     assert not any("<pad>" in t or "</s>" in t for [t] in texts)
 
@@ -321,17 +330,19 @@ def test_export_rejects_bad_input(tmp_path: Path, tiny_model_dir: Path) -> None:
 @pytest.mark.parametrize("quantization", ["float32", "int8"])
 def test_ct2_greedy_matches_hf_token_for_token(model_copy: Path, quantization: str) -> None:
     hf = _load(model_copy, backend="hf")
-    fixed_hf = hf.generate_ids(PROMPTS, GREEDY_FIXED)
+    assert not _unforced(hf, OTHER_PERSONA).startswith("Carol:")  # the prefix is doing work
+    prompts = [*PROMPTS, OTHER_PERSONA]
+    fixed_hf = hf.generate_ids(prompts, GREEDY_FIXED)
     # stops at eos on its own
     free = DecodeOptions(
         max_new_tokens=20, sample=False, no_repeat_ngram_size=0, repetition_penalty=1.0
     )
-    free_hf = hf.generate_ids(PROMPTS, free)
+    free_hf = hf.generate_ids(prompts, free)
 
     export_ct2(model_copy, quantization=quantization)
     ct2 = _load(model_copy, backend="ct2")
-    fixed_ct2 = ct2.generate_ids(PROMPTS, GREEDY_FIXED)
-    free_ct2 = ct2.generate_ids(PROMPTS, free)
+    fixed_ct2 = ct2.generate_ids(prompts, GREEDY_FIXED)
+    free_ct2 = ct2.generate_ids(prompts, free)
 
     assert ct2.backend == "ct2"
     assert len({tuple(row) for [row] in fixed_hf}) > 1
@@ -343,7 +354,7 @@ def test_ct2_greedy_matches_hf_token_for_token(model_copy: Path, quantization: s
         # two continuations differ legitimately. Every token HF chose by a clear margin before
         # the first near tie must agree, and those must be most of the tokens (not vacuous).
         clear = [
-            _clear_prefix(hf, prompt, row) for prompt, [row] in zip(PROMPTS, fixed_hf, strict=True)
+            _clear_prefix(hf, prompt, row) for prompt, [row] in zip(prompts, fixed_hf, strict=True)
         ]
         for n, [a], [b] in zip(clear, fixed_ct2, fixed_hf, strict=True):
             assert a[:n] == b[:n]
@@ -362,11 +373,12 @@ def _clear_prefix(hf: ReplyEngine, prompt: str, tokens: list[int]) -> int:
 
     Teacher-forces the tokens through the HF model and counts positions until the first
     where the best and second-best logits (eos excluded: GREEDY_FIXED forbids ending) are
-    closer than that.
+    closer than that. A persona reply's forced ``NAME:`` ids were not chosen: they count as clear.
     """
     import torch
 
     model, tokenizer = hf._impl.model, hf._tokenizer
+    forced = len(reply_prefix_ids(tokenizer, prompt))
     source = torch.tensor([encode_source(tokenizer, prompt, hf.max_source_length)])
     start = model.generation_config.decoder_start_token_id
     decoder = torch.tensor([[start, *tokens[:-1]]])
@@ -374,9 +386,52 @@ def _clear_prefix(hf: ReplyEngine, prompt: str, tokens: list[int]) -> int:
         logits = model(input_ids=source, decoder_input_ids=decoder).logits[0].float()
     logits[:, tokenizer.eos_token_id] = -float("inf")
     best = logits.topk(2, dim=-1)
-    assert best.indices[:, 0].tolist() == tokens  # the same greedy path HF generated
-    gaps = (best.values[:, 0] - best.values[:, 1]).tolist()
+    assert best.indices[forced:, 0].tolist() == tokens[forced:]  # the greedy path HF generated
+    gaps = [float("inf")] * forced + (best.values[forced:, 0] - best.values[forced:, 1]).tolist()
     return next((i for i, gap in enumerate(gaps) if gap < CLEAR_CHOICE), len(tokens))
+
+
+def _unforced(hf: ReplyEngine, prompt: str) -> str:
+    """The greedy reply of HF's model to ``prompt`` with no decoder prefix (as before it)."""
+    import torch
+
+    model, tokenizer = hf._impl.model, hf._tokenizer
+    source = torch.tensor([encode_source(tokenizer, prompt, hf.max_source_length)])
+    with torch.no_grad():
+        out = model.generate(input_ids=source, max_new_tokens=12, do_sample=False, num_beams=1)
+    return tokenizer.decode(out[0], skip_special_tokens=True).strip()
+
+
+def test_a_persona_reply_starts_with_the_persona_on_both_backends(model_copy: Path) -> None:
+    """Asked ``reply as NAME:``, every reply (greedy, sampled, scored, beams) starts with
+    ``NAME:``, also where the model would sign another name; a free prompt is generated as
+    the model would without a prefix."""
+    context = "Carol: lets go climbing tomorrow!!\nAlice: lol sure, 10am?"
+    personas = ["Alice", "Bob", "Carol", "Dave"]
+    prompts = [f"{context}\nreply as {name}:" for name in personas]
+    hf = _load(model_copy, backend="hf")
+    unforced = [_unforced(hf, p) for p in prompts]
+    assert sum(not u.startswith(f"{n}:") for u, n in zip(unforced, personas, strict=True)) >= 2
+    assert hf.generate([context], sample=False, max_new_tokens=12) == [[_unforced(hf, context)]]
+    export_ct2(model_copy, quantization="float32")
+    ct2 = _load(model_copy, backend="ct2")
+    tokenizer = hf._tokenizer
+    scored_opts = DecodeOptions(max_new_tokens=12, num_return_sequences=2, seed=1)
+    for engine in (hf, ct2):
+        # mixed in one call: the free prompt keeps its own path, outputs stay in prompt order
+        greedy = engine.generate([*prompts, context], sample=False, max_new_tokens=12)
+        assert greedy[-1] == [_unforced(hf, context)], engine.backend
+        sampled = engine.generate(prompts, num_return_sequences=3, seed=1, max_new_tokens=12)
+        beams = engine.generate(prompts, sample=False, num_return_sequences=2, max_new_tokens=8)
+        scored = engine.generate_scored(prompts, scored_opts)
+        for i, name in enumerate(personas):
+            texts = [*greedy[i], *sampled[i], *beams[i], *(t for t, _ in scored[i])]
+            assert all(t.startswith(f"{name}:") for t in texts), (engine.backend, texts)
+            assert all(-50 < lp <= 0 for _, lp in scored[i])
+        for prompt, [row] in zip(prompts, engine.generate_ids(prompts, GREEDY_FIXED), strict=True):
+            prefix = reply_prefix_ids(tokenizer, prompt)
+            # the prefix counts towards no length limit: 12 new tokens after it
+            assert row[: len(prefix)] == prefix and len(row) == len(prefix) + 12
 
 
 def test_ct2_sampling_options_and_seed(model_copy: Path) -> None:
@@ -400,7 +455,8 @@ def test_ct2_sampling_options_and_seed(model_copy: Path) -> None:
     )
 
     assert [len(r) for r in first] == [2] * len(PROMPTS)
-    assert all(len(seq) == 10 for r in first for seq in r)
+    forced = _forced(engine, PROMPTS)
+    assert all(len(seq) == 10 + n for r, n in zip(first, forced, strict=True) for seq in r)
     assert first == again
     assert first != other
     assert len({tuple(b) for b in beams[0]}) == 3
@@ -570,8 +626,12 @@ def test_loop_guards_hold_on_both_backends(model_copy: Path) -> None:
     for engine in (hf, ct2):
         assert engine.backend in ("hf", "ct2")
         for opts in (forced, sampled):
-            rows = [row for group in engine.generate_ids(PROMPTS, opts) for row in group]
-            assert all(len(row) == 40 for row in rows), engine.backend
+            groups = engine.generate_ids(PROMPTS, opts)
+            rows = [row for group in groups for row in group]
+            lengths = [
+                len(r) - n for g, n in zip(groups, _forced(engine, PROMPTS), strict=True) for r in g
+            ]
+            assert lengths == [40] * len(rows), engine.backend
             assert [_repeated_trigrams(row) for row in rows] == [[]] * len(rows), engine.backend
         loose = [row for [row] in engine.generate_ids(PROMPTS, unguarded)]
         assert any(_repeated_trigrams(row) for row in loose), engine.backend
@@ -659,7 +719,8 @@ def test_replies_keep_to_the_chat_pieces_and_the_prompt(model_copy: Path) -> Non
 
     mapped = _export_with_reply_vocabulary(model_copy, [i for i in every if i not in new])
     [[restricted]] = mapped.generate_ids([prompt], GREEDY_FIXED)
-    assert len(restricted) == 12 and not set(restricted) & new
+    [forced] = _forced(whole, [prompt])
+    assert len(restricted) == 12 + forced and not set(restricted) & new
     sampled = mapped.generate_ids([prompt], DecodeOptions(max_new_tokens=12, top_k=20, seed=3))
     assert not set(sampled[0][0]) & new
 

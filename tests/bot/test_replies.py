@@ -94,6 +94,8 @@ def test_persona_reply_always_speaks_as_the_persona() -> None:
     assert persona_reply(["Carol: sure thing"], "Bob") == Reply("Bob", "sure thing")
     assert persona_reply(["", "plain words"], "Bob") == Reply("Bob", "plain words")
     assert persona_reply(["", "  "], "Bob") is None
+    # a reply that ended right after its forced "Bob:" is empty, not the text "Bob:"
+    assert persona_reply(["Bob:", "Bob: hi"], "Bob") == Reply("Bob", "hi")
 
 
 def test_split_as_args_matches_multi_word_names() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,46 @@ def model_dir(data_dir: Path) -> Path:
         progress=False,
     )
     return train(config)
+
+
+# --- generation ---------------------------------------------------------------------------
+
+
+def test_persona_replies_start_with_the_persona_and_free_prompts_are_unchanged(
+    model_dir: Path,
+) -> None:
+    """Asked ``reply as NAME:``, evaluate's greedy, sampled and best-of replies all start with
+    ``NAME:`` (a forced decoder prefix, as the bot's), also for a name the model would not
+    have signed; a prompt without a persona line is generated as the plain model does."""
+    import torch
+
+    from training.model.decoding import BOT_DECODING, GREEDY_DECODING, hf_generate_kwargs
+    from training.model.evaluate import generate, generate_scored, load_model
+
+    model, info = load_model(model_dir)
+    tokenizer = info.tokenizer
+    context = "Ann: omg yes 😂\nDan: LETS GO!!!"
+    personas = ["Ann", "Ben", "Cleo", "Dan"]
+    prompts = [f"{context}\nreply as {name}:" for name in personas]
+
+    def plain(prompt: str) -> str:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, **hf_generate_kwargs(GREEDY_DECODING))
+        return tokenizer.decode(out[0], skip_special_tokens=True).strip()
+
+    signed = [plain(p).split(":")[0] for p in prompts]
+    assert any(s != name for s, name in zip(signed, personas, strict=True)), signed
+    greedy = generate(model, tokenizer, [*prompts, context], 64)
+    assert greedy[-1] == plain(context)
+    sampled = generate(model, tokenizer, prompts, 64, replace(BOT_DECODING, seed=3))
+    scored = generate_scored(
+        model, tokenizer, prompts, 64, replace(BOT_DECODING, seed=3, num_return_sequences=3)
+    )
+    for i, name in enumerate(personas):
+        texts = [greedy[i], sampled[i], *(t for t, _ in scored[i])]
+        assert all(t.startswith(f"{name}:") for t in texts), texts
+        assert all(-50 < lp <= 0 for _, lp in scored[i])
 
 
 # --- metrics ------------------------------------------------------------------------------

@@ -1,4 +1,12 @@
-from training.formatting import build_prompt, encode_source, format_turn, parse_turn
+from training.formatting import (
+    build_prompt,
+    encode_source,
+    format_turn,
+    parse_turn,
+    persona_line,
+    persona_of_prompt,
+    reply_prefix_ids,
+)
 from training.model.tiny import train_tokenizer
 
 
@@ -12,10 +20,41 @@ def test_parse_turn_without_sender() -> None:
     assert parse_turn("just words") == (None, "just words")
 
 
+def test_a_bare_sender_is_an_empty_turn_not_a_text() -> None:
+    # a reply that ended right after its forced NAME: must not be posted as the text "Hugo:"
+    assert parse_turn(" Hugo:") == ("Hugo", "")
+    assert parse_turn("Hugo: note:") == ("Hugo", "note:")
+    assert parse_turn(":") == (None, ":")
+
+
 def test_persona_hint_goes_last() -> None:
     prompt = build_prompt(["A: hi", "B: yo"], persona="Hugo")
     assert prompt.splitlines() == ["A: hi", "B: yo", "reply as Hugo:"]
     assert build_prompt(["A: hi"]) == "A: hi"
+
+
+def test_persona_of_prompt_reads_only_a_last_persona_line() -> None:
+    assert persona_of_prompt(build_prompt(["A: hi", "B: yo"], persona=" Hugo  Z ")) == "Hugo Z"
+    assert persona_of_prompt(persona_line("Anna-Lena")) == "Anna-Lena"
+    assert persona_of_prompt(build_prompt(["A: hi", "B: yo"])) is None
+    # a persona line that is not the last line, or a turn that merely mentions one
+    assert persona_of_prompt("reply as Hugo:\nA: hi") is None
+    assert persona_of_prompt("A: reply as Hugo:") is None
+    assert persona_of_prompt("reply as :") is None
+    assert persona_of_prompt("reply as Hugo") is None
+
+
+def test_reply_prefix_is_how_a_training_target_starts() -> None:
+    lines = ["Hugo: see you at 10", "Anna: ok", "Zoë Ann: fine by me"]
+    tokenizer = train_tokenizer(lines * 20, vocab_size=80)
+    for name in ("Hugo", "Zoë Ann", "Nobody Known"):
+        prefix = reply_prefix_ids(tokenizer, build_prompt(["Anna: ok"], persona=name))
+        target = tokenizer(format_turn(name, "see you"), add_special_tokens=False)["input_ids"]
+        assert prefix and target[: len(prefix)] == prefix
+        assert tokenizer.decode(prefix, skip_special_tokens=True).endswith(":")
+        if name != "Nobody Known":  # letters the tokenizer never saw decode as <unk>
+            assert parse_turn(tokenizer.decode([*prefix, *target[len(prefix) :]]))[0] == name
+    assert reply_prefix_ids(tokenizer, build_prompt(["Anna: ok"])) == []
 
 
 def test_encode_source_drops_oldest_lines_whole() -> None:

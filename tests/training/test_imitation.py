@@ -299,6 +299,7 @@ def test_evaluate_reports_imitation_and_draws_voice(
         for key in ("voice", "voice_word_balanced", "persona_kept", "loops", "echo", "empty"):
             assert 0.0 <= measures[key] <= 1.0, (decoding, key)
         assert measures["loops"] == 0.0  # the guards
+        assert measures["persona_kept"] == 1.0  # every reply starts with the forced NAME:
         assert sum(v["n"] for v in measures["per_speaker"].values()) == 24
     assert imitation["decoding"]["sampled"]["sample"] is True
     assert imitation["decoding"]["greedy"]["sample"] is False

@@ -1,4 +1,4 @@
-"""bench/voice_sweep.py: its decoding settings and the forced ``NAME:`` prefix it measures."""
+"""bench/voice_sweep.py: its decoding settings, and candidates that start with ``NAME:``."""
 
 from __future__ import annotations
 
@@ -34,9 +34,13 @@ def test_forced_replies_are_signed_by_the_persona_asked_for(
     cases = persona_cases(rows, sorted({sender_of(r) for r in rows}))[:6]
     assert len({c.persona for c in cases}) >= 2
     opts = replace(BOT_DECODING, num_return_sequences=2, seed=0)
-    drawn = voice_sweep._generate_forced(model, info.tokenizer, cases, info.max_source_length, opts)
+    # the sweep draws through evaluate's generate_scored: the forced NAME: is its only path now
+    prompts = [c.prompt for c in cases]
+    drawn = voice_sweep.generate_scored(
+        model, info.tokenizer, prompts, info.max_source_length, opts
+    )
     assert [len(d) for d in drawn] == [2] * len(cases)
     for case, candidates in zip(cases, drawn, strict=True):
         for text, logprob in candidates:
-            assert parse_turn(text)[0] == case.persona
+            assert parse_turn(text)[0] == case.persona, text
             assert math.isfinite(logprob) and logprob <= 0

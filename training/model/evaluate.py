@@ -21,7 +21,9 @@ Metrics on a split of a prepared dataset (the test split by default):
   reply sounds like NAME to a speaker classifier, next to its ceiling and chance, with loops and
   echo, greedy, as one plain sample, and as the bot decodes ("bot": best of REPLY_CANDIDATES
   samples ranked by training.model.rerank with the scorers saved in the model directory,
-  exactly as bot.best_of ranks them; training/model/imitation.py).
+  exactly as bot.best_of ranks them; training/model/imitation.py). As in the bot, every
+  ``reply as NAME:`` reply starts with a forced ``NAME:`` (training.formatting.reply_prefix_ids),
+  so its ``persona_kept`` is 1.0 by construction.
 
 Every generation uses the shared decoding defaults (training/model/decoding.py), loop guards
 included, so the report shows what the bot would say.
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from training.errors import InputError, first_line
-from training.formatting import parse_turn
+from training.formatting import parse_turn, reply_prefix_ids
 from training.model import next_speaker, scorer_files
 from training.model.decoding import (
     BOT_DECODING,
@@ -216,19 +218,16 @@ def generate(
     """One reply per prompt, batched by similar length so little padding is computed.
 
     A seeded ``options`` draws the same replies for the same prompts, without disturbing the
-    process's random state.
+    process's random state. A persona prompt's reply starts with the persona's ``NAME:``, as
+    the bot's do (bot/engine.py).
     """
     if options.num_return_sequences != 1:
         raise ValueError("evaluate generates one reply per prompt")
     replies: list[str] = [""] * len(prompts)
-    for idx, input_ids, mask in _prompt_batches(
-        tokenizer, prompts, max_source_length, options, batch_size
+    for idx, batch in _prompt_batches(
+        model, tokenizer, prompts, max_source_length, options, batch_size
     ):
-        out = model.generate(
-            input_ids=input_ids.to(model.device),
-            attention_mask=mask.to(model.device),
-            **hf_generate_kwargs(options),
-        )
+        out = model.generate(**batch, **hf_generate_kwargs(options))
         texts = tokenizer.batch_decode(out, skip_special_tokens=True)
         for i, text in zip(idx, texts, strict=True):
             replies[i] = text.strip()
@@ -248,30 +247,28 @@ def generate_scored(
 ) -> list[list[tuple[str, float]]]:
     """``options.num_return_sequences`` replies per prompt, each with its mean token
     log-probability under the distribution it was drawn from (the eos included), computed as
-    the bot's Hugging Face backend computes it (bot/engine.py), so ranking them agrees."""
+    the bot's Hugging Face backend computes it (bot/engine.py), so ranking them agrees: a
+    persona prompt's replies start with the forced ``NAME:``, which the mean leaves out."""
     k = options.num_return_sequences
     eos = model.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, list) else eos
     out: list[list[tuple[str, float]]] = [[] for _ in prompts]
-    for idx, input_ids, mask in _prompt_batches(
-        tokenizer, prompts, max_source_length, options, batch_size
+    for idx, batch in _prompt_batches(
+        model, tokenizer, prompts, max_source_length, options, batch_size
     ):
         result = model.generate(
-            input_ids=input_ids.to(model.device),
-            attention_mask=mask.to(model.device),
-            output_scores=True,
-            return_dict_in_generate=True,
-            **hf_generate_kwargs(options),
+            **batch, output_scores=True, return_dict_in_generate=True, **hf_generate_kwargs(options)
         )
         steps = model.compute_transition_scores(
             result.sequences, result.scores, normalize_logits=True
         ).cpu()
+        forced = batch["decoder_input_ids"].shape[1] - 1 if "decoder_input_ids" in batch else 0
         for row, (seq, logps) in enumerate(zip(result.sequences.cpu(), steps, strict=True)):
             ids = seq[1:].tolist()
             ids = ids[: ids.index(eos)] if eos in ids else ids
-            counted = min(len(ids) + 1, len(logps))
+            counted = min(len(ids) - forced + 1, len(logps))
             text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-            mean = float(logps[:counted].mean()) if counted else 0.0
+            mean = float(logps[:counted].mean()) if counted > 0 else 0.0
             out[idx[row // k]].append((text, mean))
         if on_batch:
             on_batch(len(idx))
@@ -311,15 +308,18 @@ def best_of_replies(
 
 
 def _prompt_batches(
+    model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     max_source_length: int,
     options: DecodeOptions,
     batch_size: int,
-) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """(prompt indices, input ids, attention mask) per batch of prompts of similar length (so
-    little padding is computed), with gradients off; a seeded ``options`` seeds a forked random
-    state, so the same prompts draw the same replies without disturbing the process's own."""
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """(prompt indices, ``generate`` inputs) per batch of prompts of similar length (so little
+    padding is computed) and one reply prefix, with gradients off; a seeded ``options`` seeds a
+    forked random state, so the same prompts draw the same replies without disturbing the
+    process's own. A persona prompt's batch starts the decoder on ``NAME:``
+    (``reply_prefix_ids``), as the bot's engine does."""
     from contextlib import nullcontext
 
     import torch
@@ -327,14 +327,30 @@ def _prompt_batches(
     from training.model.batching import encode_texts
 
     encoded = encode_texts(tokenizer, prompts, max_source_length)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    prefixes = [tuple(reply_prefix_ids(tokenizer, p)) for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: (prefixes[i], len(encoded[i])))
+    start_id = model.generation_config.decoder_start_token_id
     rng = torch.random.fork_rng(devices=[]) if options.seed is not None else nullcontext()
     with torch.no_grad(), rng:
         if options.seed is not None:
             torch.manual_seed(options.seed)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            yield (idx, *_padded([encoded[i] for i in idx], tokenizer.pad_token_id))
+        begin = 0
+        while begin < len(order):
+            prefix = prefixes[order[begin]]
+            end = begin
+            while end < min(len(order), begin + batch_size) and prefixes[order[end]] == prefix:
+                end += 1
+            idx = order[begin:end]
+            input_ids, mask = _padded([encoded[i] for i in idx], tokenizer.pad_token_id)
+            batch = {
+                "input_ids": input_ids.to(model.device),
+                "attention_mask": mask.to(model.device),
+            }
+            if prefix:
+                row = torch.tensor([start_id, *prefix], dtype=torch.long)
+                batch["decoder_input_ids"] = row.repeat(len(idx), 1).to(model.device)
+            yield idx, batch
+            begin = end
 
 
 def _padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -287,8 +287,9 @@ def reply_measures(
     """Voice, persona kept, loops, echo and empty shares of ``replies`` to ``cases``.
 
     ``persona_kept`` is how often the reply's ``Sender:`` is the persona asked for (the bot
-    posts under the persona anyway, so it is reported but not judged). ``voice_word*``: the
-    voice under the independent word judge, when one is given.
+    posts under the persona anyway, so it is reported but not judged); evaluate's and the
+    bot's replies start with a forced ``NAME:``, so for them it is 1.0 by construction.
+    ``voice_word*``: the voice under the independent word judge, when one is given.
     """
     parsed = [parse_turn(r) for r in replies]
     texts = [text for _, text in parsed]
@@ -421,6 +422,9 @@ def imitation_markdown(report: Mapping[str, Any] | None) -> list[str]:
         "*voice_word_balanced*: the same under an independent judge on whole words (the bot's "
         "reranker scores character n-grams, which flatters the first judge), ceiling "
         f"**{report.get('voice_ceiling_word_balanced', 0.0):.3f}**. "
+        "*persona_kept*: the reply is signed NAME; 1.0 by construction for the model's "
+        "columns, whose replies start with a forced `NAME:` as the bot's do (the baselines "
+        "sign with the real or the most frequent speaker). "
         "*loops*: a word 3-gram three times; *echo*: a context line copied.",
         "",
         f"| measure | {' | '.join(columns)} |",
