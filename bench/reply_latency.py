@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console
 from rich.table import Table
 
+from training.formatting import reply_prefix_ids
 from training.model.decoding import (
     NO_REPEAT_NGRAM_SIZE,
     REPETITION_PENALTY,
@@ -320,15 +321,18 @@ class BotUnderTest:
         return reply.text
 
     def candidate_lengths(self, k: int) -> list[int]:
-        """Token counts of the candidates one bot reply sampled (checked outside the timing)."""
+        """New tokens (after the forced prefix) of the candidates one bot reply sampled (checked
+        outside the timing)."""
         impl = self.engine._impl
         originals = {name: getattr(impl, name) for name in ("generate_ids", "generate_scored")}
         lengths: list[int] = []
 
         def counting(name: str) -> Callable[..., list]:
-            def wrapper(sources, opts):
-                rows = originals[name](sources, opts)
-                lengths.extend(len(row[0] if name == "generate_scored" else row) for row in rows)
+            def wrapper(sources, opts, prefix):
+                rows = originals[name](sources, opts, prefix)
+                lengths.extend(
+                    len(row[0] if name == "generate_scored" else row) - len(prefix) for row in rows
+                )
                 return rows
 
             return wrapper
@@ -425,9 +429,11 @@ def bench_arch(
                 no_repeat_ngram_size=0,
                 repetition_penalty=1.0,
             )
-            for backend in ("hf", "ct2"):  # both really generate 32 tokens
+            # both really generate 32 tokens after the persona's forced `NAME:` prefix
+            forced = len(reply_prefix_ids(engines["hf"]._tokenizer, prompt))
+            for backend in ("hf", "ct2"):
                 [[ids]] = engines[backend].generate_ids([prompt], unguarded)
-                assert len(ids) == NEW_TOKENS, (backend, len(ids))
+                assert len(ids) == forced + NEW_TOKENS, (backend, len(ids), forced)
 
             def greedy(backend: str) -> Callable[[], object]:
                 return lambda: engines[backend].generate_ids([prompt], unguarded)
