@@ -45,7 +45,9 @@ from training.model.decoding import (
     TOP_K,
     TOP_P,
     DecodeOptions,
+    hf_decoder_prefix,
     hf_generate_kwargs,
+    mean_reply_logprob,
 )
 from training.model.model_dir import CT2_DIRNAME, ModelInfo, ct2_problem, read_export_meta, validate
 from training.progress import quiet_hf_bars
@@ -290,10 +292,7 @@ class _HFBackend:
         result = []
         for row, logps in zip(out.sequences.cpu(), steps, strict=True):
             ids = _cut_at(row[1:].tolist(), self.eos_id)
-            # scores cover the generated tokens only, not the forced prefix; the eos too,
-            # when it was generated
-            counted = min(len(ids) - len(prefix) + 1, len(logps))
-            result.append((ids, float(logps[:counted].mean()) if counted > 0 else 0.0))
+            result.append((ids, mean_reply_logprob(ids, len(prefix), logps)))
         return result
 
     def _generate(
@@ -314,10 +313,10 @@ class _HFBackend:
         if scores:
             kwargs.update(output_scores=True, return_dict_in_generate=True)
         decoder: dict[str, Any] = {}
-        if prefix:  # the decoder starts from [start, *prefix]; max_new_tokens counts after it
+        if prefix:
             start = self.special_ids["decoder_start_token_id"]
-            row = torch.tensor([start, *prefix], dtype=torch.long)
-            decoder["decoder_input_ids"] = row.repeat(len(sources), 1).to(self.device)
+            rows = hf_decoder_prefix(start, prefix, len(sources))
+            decoder["decoder_input_ids"] = rows.to(self.device)
         # A seeded call must not disturb the RNG of whatever else runs in this process.
         rng = torch.random.fork_rng(devices=[]) if opts.seed is not None else nullcontext()
         with torch.inference_mode(), rng:

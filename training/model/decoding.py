@@ -16,8 +16,12 @@ the same names, so both backends can decode alike.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_NEW_TOKENS = 48
 TEMPERATURE = 0.5
@@ -112,3 +116,21 @@ def hf_generate_kwargs(opts: DecodeOptions) -> dict[str, Any]:
     else:
         kwargs.update(do_sample=False, num_beams=opts.num_return_sequences)
     return kwargs
+
+
+def hf_decoder_prefix(start_id: int, prefix: Sequence[int], rows: int) -> torch.Tensor:
+    """``decoder_input_ids`` that start each of ``rows`` replies on ``prefix`` (a persona's
+    forced ``NAME:``, training.formatting.reply_prefix_ids); HF's ``max_new_tokens`` then
+    counts only the tokens after it. The bot's HF backend and ``evaluate`` both use this."""
+    import torch
+
+    return torch.tensor([start_id, *prefix], dtype=torch.long).repeat(rows, 1)
+
+
+def mean_reply_logprob(ids: Sequence[int], forced: int, logps: torch.Tensor) -> float:
+    """Mean log-probability of a reply's generated tokens (the eos too, when it was generated),
+    not of the ``forced`` prefix tokens it starts with: how best-of-k candidates are compared,
+    the same in the bot's HF backend and in ``evaluate``. ``logps`` are HF's transition scores
+    of the generated steps; ``ids`` the reply, prefix included, cut at the eos."""
+    counted = min(len(ids) - forced + 1, len(logps))
+    return float(logps[:counted].mean()) if counted > 0 else 0.0

@@ -40,6 +40,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -51,7 +52,9 @@ from training.model.decoding import (
     GREEDY_DECODING,
     REPLY_CANDIDATES,
     DecodeOptions,
+    hf_decoder_prefix,
     hf_generate_kwargs,
+    mean_reply_logprob,
 )
 from training.model.imitation import (
     PersonaCase,
@@ -266,10 +269,8 @@ def generate_scored(
         for row, (seq, logps) in enumerate(zip(result.sequences.cpu(), steps, strict=True)):
             ids = seq[1:].tolist()
             ids = ids[: ids.index(eos)] if eos in ids else ids
-            counted = min(len(ids) - forced + 1, len(logps))
             text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-            mean = float(logps[:counted].mean()) if counted > 0 else 0.0
-            out[idx[row // k]].append((text, mean))
+            out[idx[row // k]].append((text, mean_reply_logprob(ids, forced, logps)))
         if on_batch:
             on_batch(len(idx))
     return out
@@ -334,23 +335,19 @@ def _prompt_batches(
     with torch.no_grad(), rng:
         if options.seed is not None:
             torch.manual_seed(options.seed)
-        begin = 0
-        while begin < len(order):
-            prefix = prefixes[order[begin]]
-            end = begin
-            while end < min(len(order), begin + batch_size) and prefixes[order[end]] == prefix:
-                end += 1
-            idx = order[begin:end]
-            input_ids, mask = _padded([encoded[i] for i in idx], tokenizer.pad_token_id)
-            batch = {
-                "input_ids": input_ids.to(model.device),
-                "attention_mask": mask.to(model.device),
-            }
-            if prefix:
-                row = torch.tensor([start_id, *prefix], dtype=torch.long)
-                batch["decoder_input_ids"] = row.repeat(len(idx), 1).to(model.device)
-            yield idx, batch
-            begin = end
+        for prefix, same in groupby(order, key=prefixes.__getitem__):
+            group = list(same)
+            for begin in range(0, len(group), batch_size):
+                idx = group[begin : begin + batch_size]
+                input_ids, mask = _padded([encoded[i] for i in idx], tokenizer.pad_token_id)
+                batch = {
+                    "input_ids": input_ids.to(model.device),
+                    "attention_mask": mask.to(model.device),
+                }
+                if prefix:
+                    rows = hf_decoder_prefix(start_id, prefix, len(idx))
+                    batch["decoder_input_ids"] = rows.to(model.device)
+                yield idx, batch
 
 
 def _padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
