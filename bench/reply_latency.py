@@ -17,8 +17,12 @@ noise from other work on the machine lands on every path alike:
   ``repetition_penalty=1.2``) and their scores in one call, ranked by ``bot.best_of``, the
   reply picked. ``MAX_NEW_TOKENS=32``: random weights practically never end early, and the
   benchmark checks afterwards that the candidates really had 32 tokens;
-- **bot reply, k=2, no vocabulary map**: the default k with the engine's map switched off for
-  the call: what the bot did before ``export-ct2`` wrote ``ct2/vmap.txt``, in the same run.
+- **bot reply, k=REPLY_CANDIDATES, no vocabulary map**: the default k with the engine's map
+  switched off for the call: what the bot did before ``export-ct2`` wrote ``ct2/vmap.txt``.
+
+Every engine (the baseline's too) chooses its threads as the bot does, by timing 1, 2 and 4 at
+load (bot/threads.py), so HF greedy runs at its own fastest count on this machine; ``--threads
+N`` pins every path to N instead.
 
 The model is saved with the ``reply_vocabulary.json`` training would write (CHAT_PIECES ids:
 every piece of examples/sample_chat plus rows standing in for a larger real chat;
@@ -403,6 +407,7 @@ def bench_arch(
             start = time.perf_counter()
             engines[backend] = ReplyEngine.load(model_dir, backend=backend, threads=threads)
             load_s[backend] = time.perf_counter() - start
+        hf_threads = _torch_threads()  # the HF engine's choice (process-wide)
         context, _ = context_prompt(engines["hf"])
         words = len(context.splitlines()[0].split()) - 1
         start = time.perf_counter()
@@ -416,7 +421,8 @@ def bench_arch(
             )
             console.print(
                 f"[bold]{arch.name}[/]: built in {t1 - t0:.1f}s, converted in {t2 - t1:.1f}s, "
-                f"loaded in {load_s['hf']:.2f}s (hf) / {load_s['ct2']:.2f}s (ct2) / "
+                f"loaded in {load_s['hf']:.2f}s (hf; torch threads: {hf_threads}) / "
+                f"{load_s['ct2']:.2f}s (ct2) / "
                 f"{load_s['bot']:.2f}s (bot; CTranslate2 threads: {bot.engine._impl.threads}); "
                 f"vocabulary map: {vmap_label(bot.engine._impl.vmap_rows, arch)}; "
                 f"{source_tokens} source tokens, "
@@ -454,8 +460,15 @@ def bench_arch(
     figures = _figures(arch, source_tokens, repeats, t2 - t1, load_s, wall, cpu)
     figures["candidate_tokens"] = {str(k): v for k, v in lengths.items()}
     figures["bot_ct2_threads"] = bot_threads
+    figures["hf_torch_threads"] = hf_threads
     figures["vocabulary_map_rows"] = chat_pieces or None
     return figures
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def vmap_label(rows: int | None, arch: Arch) -> str:
@@ -663,8 +676,8 @@ def main(argv: list[str] | None = None) -> None:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads for every path (default: as the bot: HF all cores, CTranslate2 as "
-        "many as are idle when it loads)",
+        help="CPU threads for every path (default: as the bot: each engine times 1, 2 and 4 "
+        "when it loads and keeps the fastest)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument(

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from bot.threads import fastest, thread_options
 from training.errors import InputError, first_line
 from training.formatting import encode_source, reply_prefix_ids
 from training.model import reply_vocabulary
@@ -41,6 +41,7 @@ from training.model.decoding import (
     MAX_NEW_TOKENS,
     NO_REPEAT_NGRAM_SIZE,
     REPETITION_PENALTY,
+    REPLY_CANDIDATES,
     TEMPERATURE,
     TOP_K,
     TOP_P,
@@ -61,6 +62,15 @@ T = TypeVar("T")
 BACKENDS = ("auto", "hf", "ct2")
 WARM_UP_SOURCE_TOKENS = 64
 WARM_UP_NEW_TOKENS = 4
+_TEST_CALL = DecodeOptions(
+    max_new_tokens=WARM_UP_NEW_TOKENS,
+    min_new_tokens=WARM_UP_NEW_TOKENS,
+    top_k=2,
+    num_return_sequences=REPLY_CANDIDATES,
+)
+"""The load-time call that warms a model up and times its thread counts (bot.threads): a
+padded source and a few forced steps of a chat reply's batch (the cost per step is what
+threads change; a full reply would only make loading slower)."""
 
 
 class _Backend(Protocol):
@@ -269,6 +279,18 @@ class _HFBackend:
             "eos_token_id": saved.eos_token_id,
             "pad_token_id": self.pad_id,
         }
+        options = thread_options()
+        if not threads and self.device.type == "cpu" and len(options) > 1:
+            # process-wide, like INFERENCE_THREADS: the last model loaded sets it
+            torch.set_num_threads(fastest({n: partial(self._test_call, n) for n in options}))
+
+    def _test_call(self, threads: int) -> None:
+        """A small sampled generation with ``threads`` torch threads: bot.threads times it."""
+        import torch
+
+        torch.set_num_threads(threads)
+        source = [self.pad_id] * WARM_UP_SOURCE_TOKENS
+        self._generate([source], _TEST_CALL, [], scores=True)
 
     def generate_ids(
         self, sources: list[list[int]], opts: DecodeOptions, prefix: list[int]
@@ -356,16 +378,24 @@ class _CT2Backend:
             self.compute_type = "int8_float16" if int8 else "float16"
         else:
             self.compute_type = "default"
-        self.threads = threads or _default_ct2_threads()
-        self.translator = self._new_translator()
         self.tokenizer = tokenizer
         self.vocab_size = _ct2_vocab_size(ct2_dir, default=len(tokenizer))
         # export-ct2's vocabulary map: the rows every reply may use (None: no map, all rows)
         self.vmap_rows = reply_vocabulary.always_allowed(ct2_dir)
-        self._warm_up()
+        # Each thread count needs its own translator (CTranslate2 fixes them at construction):
+        # all of them live while they are timed, the fastest is kept.
+        options = [threads] if threads or on_gpu else thread_options()
+        translators = {n: self._new_translator(n) for n in options}
+        if len(translators) > 1:
+            self.threads = fastest({n: partial(self._test_call, t) for n, t in translators.items()})
+        else:
+            self.threads = options[0]
+            self._test_call(translators[self.threads])
+        self.translator = translators[self.threads]
 
-    def _warm_up(self) -> None:
-        """One small sampled translation at load, so the first chat reply is not the slow one.
+    def _test_call(self, translator: Any) -> None:
+        """One small sampled translation: timed to choose the threads (bot.threads), and run
+        at load anyway, so the first chat reply is not the slow one.
 
         CTranslate2's first call grows its memory caches and touches every weight page: about
         10% on top of a flan-t5-small reply, measured on the 2-core machine. Doing it here
@@ -373,27 +403,28 @@ class _CT2Backend:
         """
         pad = self.tokenizer.pad_token or self.tokenizer.convert_ids_to_tokens(0)
         source = [pad] * WARM_UP_SOURCE_TOKENS
-        self.translator.translate_batch(
+        translator.translate_batch(
             [source],
             beam_size=1,
-            num_hypotheses=2,
-            sampling_topk=min(2, self.vmap_rows or 2),
+            num_hypotheses=_TEST_CALL.num_return_sequences,
+            sampling_topk=min(_TEST_CALL.top_k, self.vmap_rows or _TEST_CALL.top_k),
             use_vmap=self.vmap_rows is not None,
-            max_decoding_length=WARM_UP_NEW_TOKENS,
+            max_decoding_length=_TEST_CALL.max_new_tokens,
+            min_decoding_length=_TEST_CALL.min_new_tokens,
             max_input_length=0,
             return_scores=True,
-            no_repeat_ngram_size=NO_REPEAT_NGRAM_SIZE,
-            repetition_penalty=REPETITION_PENALTY,
+            no_repeat_ngram_size=_TEST_CALL.no_repeat_ngram_size,
+            repetition_penalty=_TEST_CALL.repetition_penalty,
         )
 
-    def _new_translator(self) -> Any:
+    def _new_translator(self, threads: int | None = None) -> Any:
         try:
             return self._ct2.Translator(
                 str(self.ct2_dir),
                 device=self.device,
                 compute_type=self.compute_type,
                 inter_threads=1,
-                intra_threads=self.threads,
+                intra_threads=threads or self.threads,
             )
         except (RuntimeError, ValueError, OSError) as exc:
             reason = first_line(exc)
@@ -518,76 +549,3 @@ def _cut_at(ids: list[int], eos_id: int | None) -> list[int]:
 def _group(rows: list[T], n: int) -> list[list[T]]:
     """Consecutive runs of ``n`` rows: the outputs of one prompt."""
     return [rows[i : i + n] for i in range(0, len(rows), n)]
-
-
-def _default_ct2_threads() -> int:
-    """CTranslate2's threads when INFERENCE_THREADS is unset: as many as there are idle cores.
-
-    A CTranslate2 step splits each matrix product across its threads and waits for all of them
-    at a barrier, so a thread that another process holds up stalls the whole step. Measured on
-    the 2-core machine (BENCHMARKS.md, "Reply latency"): idle, two threads answer a reply in
-    about 0.7x the time of one (flan-t5-base 1,342 vs 1,837 ms); with other work holding the
-    cores (load average 2 to 15), one thread was faster every time. So the engine counts the
-    idle cores while it loads (``/proc/stat`` over IDLE_SAMPLE_S) and uses that many, at least
-    one, at most MAX_AUTO_THREADS; every core but one where the count cannot be read. Chosen
-    again at every (re)load.
-    """
-    cores = _available_cores()
-    if cores == 1:
-        return 1
-    idle = _idle_cores()
-    if idle is None:
-        return min(cores - 1, MAX_AUTO_THREADS)
-    threads = max(1, min(cores, MAX_AUTO_THREADS, int(idle + IDLE_SLACK)))
-    log.info("CTranslate2 threads: %d (%.1f of %d cores idle)", threads, idle, cores)
-    return threads
-
-
-MAX_AUTO_THREADS = 4
-"""CTranslate2's own default thread count (``intra_threads=0``): a batch-1 decoding step is too
-small to split further with profit; only 1 and 2 threads were measured here (2-core machine)."""
-IDLE_SAMPLE_S = 0.25
-IDLE_SLACK = 0.25
-"""Added to the idle cores before rounding down (1.8 idle cores: two threads, 1.7: one): clock
-ticks of the kernel's own work, or a logger thread, should not cost an idle machine its second
-thread."""
-
-
-def _idle_cores(
-    read: Callable[[], tuple[int, int] | None] | None = None, sample_s: float = IDLE_SAMPLE_S
-) -> float | None:
-    """Idle cores of the machine over ``sample_s`` seconds (None where /proc/stat is missing).
-
-    ``read`` returns (idle ticks, total ticks) summed over every CPU; the fraction of idle
-    ticks between two readings, times the CPUs online, is how many cores nobody used.
-    """
-    read = read or _cpu_ticks
-    first = read()
-    if first is None:
-        return None
-    time.sleep(sample_s)
-    second = read()
-    if second is None or second[1] <= first[1]:
-        return None
-    idle_fraction = (second[0] - first[0]) / (second[1] - first[1])
-    return max(0.0, idle_fraction) * (os.cpu_count() or 1)
-
-
-def _cpu_ticks(path: Path = Path("/proc/stat")) -> tuple[int, int] | None:
-    """(idle + iowait, all) clock ticks of the ``cpu`` line of /proc/stat; None off Linux."""
-    try:
-        with path.open(encoding="ascii") as f:
-            fields = f.readline().split()
-    except OSError:
-        return None
-    if len(fields) < 6 or fields[0] != "cpu":
-        return None
-    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    return ticks[3] + ticks[4], sum(ticks)
-
-
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1

@@ -157,8 +157,8 @@ class GenerationSection(BaseModel):
     inference_threads: int | None = Field(
         None,
         ge=1,
-        description="CPU threads per generation (unset: CT2 as many as the cores idle when the "
-        "model loads, HF all cores).",
+        description="CPU threads per generation (unset: the fastest of 1, 2 and 4, up to the "
+        "cores, timed with a small test reply when the model loads).",
     )
     generation_timeout: float = Field(
         30.0, gt=0, description="Seconds a reply may take (queueing included) before it is dropped."
@@ -190,7 +190,7 @@ class GenerationSection(BaseModel):
         ge=1,
         le=16,
         description="Chat replies sampled at once; the best-scored one is sent (1: the first). "
-        "2: the most whose p50 stays within 1.5x of one (BENCHMARKS.md).",
+        "4: the most whose p50 stays within 1.5x of one (BENCHMARKS.md).",
     )
     generation_seed: int | None = Field(
         None, description="Seed every generation (repeatable replies, for tests and demos)."

@@ -1,99 +1,115 @@
-"""CTranslate2's thread count: as many as the machine has idle cores when the model loads."""
+"""Threads per reply: the fastest of 1, 2, 4 timed when the model loads (bot/threads.py)."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+import torch
 
 import bot.engine as engine_module
-from bot.engine import ReplyEngine, _cpu_ticks, _default_ct2_threads, _idle_cores
+from bot.engine import ReplyEngine
+from bot.threads import ROUNDS, fastest, thread_options
 from training.model.ct2 import export_ct2
 
 
-def _reader(*snapshots: tuple[int, int] | None) -> Callable[[], tuple[int, int] | None]:
-    """A /proc/stat reader that returns ``snapshots`` one after the other."""
-    it = iter(snapshots)
-    return lambda: next(it)
-
-
 @pytest.mark.parametrize(
-    ("idle", "cores", "expected"),
-    [
-        (2.0, 2, 2),  # idle machine: both cores (two threads measured 0.7x of one there)
-        (1.8, 2, 2),  # a logger thread or clock ticks do not cost the second thread
-        (1.6, 2, 1),  # one core partly taken: a second thread would wait at every barrier
-        (0.9, 2, 1),
-        (0.0, 2, 1),  # loaded: still one thread
-        (7.9, 4, 4),  # never more than the cores this process may use
-        (3.0, 8, 3),
-        (15.9, 16, 4),  # and never more than CTranslate2's own default, 4
-    ],
+    ("cores", "expected"),
+    [(1, [1]), (2, [1, 2]), (3, [1, 2]), (4, [1, 2, 4]), (16, [1, 2, 4])],
 )
-def test_threads_follow_the_idle_cores(
-    monkeypatch: pytest.MonkeyPatch, idle: float, cores: int, expected: int
+def test_options_are_powers_of_two_up_to_the_cores_and_four(
+    cores: int, expected: list[int]
 ) -> None:
-    monkeypatch.setattr(engine_module, "_available_cores", lambda: cores)
-    monkeypatch.setattr(engine_module, "_idle_cores", lambda: idle)
-
-    assert _default_ct2_threads() == expected
+    assert thread_options(cores) == expected
 
 
-def test_without_proc_stat_every_core_but_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_module, "_available_cores", lambda: 4)
-    monkeypatch.setattr(engine_module, "_idle_cores", lambda: None)
+def _sleeper(seconds: float, calls: list[int], n: int) -> Callable[[], None]:
+    def trial() -> None:
+        calls.append(n)
+        time.sleep(seconds)
 
-    assert _default_ct2_threads() == 3
-
-
-def test_one_core_is_one_thread_without_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
-    def never() -> float:
-        raise AssertionError("one core needs no sample")
-
-    monkeypatch.setattr(engine_module, "_available_cores", lambda: 1)
-    monkeypatch.setattr(engine_module, "_idle_cores", never)
-
-    assert _default_ct2_threads() == 1
+    return trial
 
 
-def test_idle_cores_are_the_idle_share_of_the_ticks_times_the_cpus(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(engine_module.os, "cpu_count", lambda: 2)
-    # 100 ticks passed (both CPUs together), 90 of them idle: 1.8 cores idle
-    assert _idle_cores(_reader((1000, 5000), (1090, 5100)), sample_s=0) == pytest.approx(1.8)
-    assert _idle_cores(_reader((1000, 5000), (1000, 5100)), sample_s=0) == 0.0
-    # unreadable, or no tick between the readings: unknown
-    assert _idle_cores(_reader(None), sample_s=0) is None
-    assert _idle_cores(_reader((1000, 5000), None), sample_s=0) is None
-    assert _idle_cores(_reader((1000, 5000), (1000, 5000)), sample_s=0) is None
+def test_the_fastest_count_wins_after_one_untimed_call_each() -> None:
+    calls: list[int] = []
+    trials = {1: _sleeper(0.03, calls, 1), 2: _sleeper(0.001, calls, 2)}
+
+    assert fastest(trials) == 2
+    # one untimed call each, then the rounds interleaved (a slow moment hits both alike)
+    assert calls == [1, 2] + [1, 2] * ROUNDS
 
 
-def test_cpu_ticks_reads_idle_and_iowait_of_the_cpu_line(tmp_path: Path) -> None:
-    stat = tmp_path / "stat"
-    # user nice system idle iowait irq softirq steal guest guest_nice (guest is inside user)
-    stat.write_text("cpu  100 5 50 800 20 3 2 10 40 0\ncpu0 50 2 25 400 10 1 1 5 20 0\n")
-    assert _cpu_ticks(stat) == (820, 990)
-
-    stat.write_text("intr 12345\n")
-    assert _cpu_ticks(stat) is None
-    assert _cpu_ticks(tmp_path / "missing") is None
+def test_more_threads_must_be_clearly_faster() -> None:
+    calls: list[int] = []
+    # equal times: a tie keeps the fewest threads (the cores stay free for others)
+    assert fastest({1: _sleeper(0.01, calls, 1), 2: _sleeper(0.01, calls, 2)}) == 1
+    assert fastest({1: _sleeper(0.03, calls, 1), 2: _sleeper(0.02, calls, 2)}) == 2
 
 
-def test_the_engine_counts_idle_cores_only_when_inference_threads_is_unset(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _fake_fastest(
+    pick: int, seen: list[list[int]]
+) -> Callable[[Mapping[int, Callable[[], object]]], int]:
+    """A ``fastest`` that runs every trial once (they must work) and answers ``pick``."""
+
+    def choose(trials: Mapping[int, Callable[[], object]]) -> int:
+        seen.append(sorted(trials))
+        for trial in trials.values():
+            trial()
+        return pick
+
+    return choose
+
+
+@pytest.fixture
+def ct2_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
     model = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
     export_ct2(model)
-    monkeypatch.setattr(engine_module, "_available_cores", lambda: 2)
-    monkeypatch.setattr(engine_module, "_idle_cores", lambda: 2.0)
+    return model
 
-    assert ReplyEngine.load(model, backend="ct2")._impl.threads == 2
 
-    def never() -> float:
-        raise AssertionError("INFERENCE_THREADS given: nothing to count")
+def test_ct2_keeps_the_translator_of_the_measured_count(
+    ct2_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[int]] = []
+    monkeypatch.setattr(engine_module, "thread_options", lambda: [1, 2])
+    monkeypatch.setattr(engine_module, "fastest", _fake_fastest(2, seen))
 
-    monkeypatch.setattr(engine_module, "_idle_cores", never)
-    assert ReplyEngine.load(model, backend="ct2", threads=1)._impl.threads == 1
+    engine = ReplyEngine.load(ct2_model, backend="ct2")
+
+    assert seen == [[1, 2]]
+    assert engine._impl.threads == 2
+    assert engine._impl.translator is not None
+    # the kept translator replies
+    assert engine.generate(["Alice: hi"], max_new_tokens=4, seed=1)
+
+
+def test_inference_threads_given_or_one_core_times_nothing(
+    ct2_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[int]] = []
+    monkeypatch.setattr(engine_module, "fastest", _fake_fastest(4, seen))
+
+    assert ReplyEngine.load(ct2_model, backend="ct2", threads=3)._impl.threads == 3
+    monkeypatch.setattr(engine_module, "thread_options", lambda: [1])
+    assert ReplyEngine.load(ct2_model, backend="ct2")._impl.threads == 1
+    assert seen == []
+
+
+def test_hf_sets_torch_to_the_measured_count(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[int]] = []
+    before = torch.get_num_threads()
+    monkeypatch.setattr(engine_module, "thread_options", lambda: [1, 2])
+    monkeypatch.setattr(engine_module, "fastest", _fake_fastest(1, seen))
+    try:
+        torch.set_num_threads(2)
+        ReplyEngine.load(tiny_model_dir, backend="hf")
+        assert seen == [[1, 2]]
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -33,9 +33,11 @@ TOP_P = 0.9
 TOP_K = 50
 NO_REPEAT_NGRAM_SIZE = 3
 REPETITION_PENALTY = 1.2
-REPLY_CANDIDATES = 2
+REPLY_CANDIDATES = 4
 """Chat replies the bot samples at once and ranks (training.model.rerank); ``evaluate``'s "bot"
-row draws as many. 2: the most whose p50 latency stays within 1.5x of one (BENCHMARKS.md)."""
+row draws as many. 4: the most whose p50 latency stays within 1.5x of one for flan-t5-small and
+-base on a 2-core CPU (1.33-1.47x; 5 was 1.64x for small), and what most of the voice gain
+needs (BENCHMARKS.md, "Best of four")."""
 
 
 @dataclass(frozen=True)
