@@ -46,6 +46,7 @@ __all__ = [
     "score_candidate",
 ]
 
+
 def best_of(
     engine: ReplyEngine,
     prompt: str,

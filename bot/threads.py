@@ -63,7 +63,7 @@ def fastest(trials: Mapping[int, Callable[[], object]], rounds: int = ROUNDS) ->
     log.info(
         "threads per reply: %d (test call %s)",
         chosen,
-        ", ".join(f"{n} threads {best[n] * 1000:.0f} ms" for n in sorted(trials)),
+        ", ".join(f"{n} thread{'s' * (n > 1)} {best[n] * 1000:.0f} ms" for n in sorted(trials)),
     )
     return chosen
 

@@ -160,9 +160,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_prepare_writes_the_same_pairs_as_the_per_message_reader(
-    case: str, tmp_path: Path
-) -> None:
+def test_prepare_writes_the_same_pairs_as_the_per_message_reader(case: str, tmp_path: Path) -> None:
     inputs = {
         "sample": SAMPLE,
         "quirky": write_quirky_export(tmp_path / "quirky.json"),
