@@ -119,8 +119,8 @@ class ReplyEngine:
 
         ``chat``: the directory must be a chat model with its friendbot.json; False for task
         models (paraphrase, joke, a plain FLAN-T5). A broken directory is an InputError.
-        ``threads`` caps the CPU threads generation uses (torch's setting is process-wide;
-        CTranslate2's is per engine); None uses every core this process may run on.
+        ``threads`` sets the CPU threads generation uses (torch's setting is process-wide;
+        CTranslate2's is per engine); None: the fastest of 1, 2 and 4, timed now (bot.threads).
         """
         if backend not in BACKENDS:
             raise InputError(f"{backend}: unknown backend (choose one of {', '.join(BACKENDS)})")
