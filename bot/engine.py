@@ -384,7 +384,8 @@ class _CT2Backend:
         self.vmap_rows = reply_vocabulary.always_allowed(ct2_dir)
         # Each thread count needs its own translator (CTranslate2 fixes them at construction):
         # all of them live while they are timed, the fastest is kept.
-        options = [threads] if threads or on_gpu else thread_options()
+        # (on a GPU the threads only run CTranslate2's host-side work: one, untimed)
+        options = [threads or 1] if threads or on_gpu else thread_options()
         translators = {n: self._new_translator(n) for n in options}
         if len(translators) > 1:
             self.threads = fastest({n: partial(self._test_call, t) for n, t in translators.items()})

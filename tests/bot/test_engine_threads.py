@@ -6,6 +6,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -113,3 +114,33 @@ def test_hf_sets_torch_to_the_measured_count(
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+class _FakeTranslator:
+    """Stands in for ctranslate2.Translator where the real one cannot run (a GPU)."""
+
+    built: ClassVar[list[dict[str, object]]] = []
+
+    def __init__(self, path: str, **kwargs: object) -> None:
+        self.built.append(kwargs)
+
+    def translate_batch(self, *args: object, **kwargs: object) -> list[object]:
+        return []
+
+
+def test_a_gpu_times_nothing_and_builds_one_translator(
+    ct2_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ctranslate2
+
+    seen: list[list[int]] = []
+    monkeypatch.setattr(engine_module, "fastest", _fake_fastest(2, seen))
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    monkeypatch.setattr(ctranslate2, "Translator", _FakeTranslator)
+    _FakeTranslator.built = []
+
+    engine = ReplyEngine.load(ct2_model, backend="ct2")
+
+    assert seen == []
+    assert engine._impl.threads == 1
+    assert [(b["device"], b["intra_threads"]) for b in _FakeTranslator.built] == [("cuda", 1)]
