@@ -2,11 +2,11 @@
 
 A reply is batch-1 decoding: dozens of small matrix products per token, each split across the
 threads and joined at a barrier. Whether a second thread pays depends on the machine, not on
-the model, and no reading of the machine predicted it (BENCHMARKS.md, "Reply latency"): on one
-2-core VM two idle threads answered in 0.7x the time of one; on another 2-core VM, just as
-idle and whose two cores multiply large matrices 1.8x faster than one, two threads made a
-flan-t5-small reply 2.3x *slower* (CTranslate2 473 vs 199 ms; torch 938 vs 827 ms); on a
-busy machine one thread won every time. So the engine does not guess from idle cores: it
+the model, and no reading of the machine predicted it (BENCHMARKS.md, "Threads timed at load,
+and best of four"): on one 2-core VM two idle threads answered in 0.7x the time of one; on
+another 2-core VM, just as idle and whose two cores multiply large matrices 1.8x faster than
+one, two threads made a flan-t5-small reply 2.3x *slower* (CTranslate2 473 vs 199 ms; torch
+938 vs 827 ms); on a busy machine one thread won every time. So the engine does not guess from idle cores: it
 times the same small test call with 1, 2 and 4 threads (as many as the process may use) and
 keeps the fastest. The measurement reflects whatever else runs at that moment too, which is
 what the replies will meet. Chosen again at every (re)load; ``INFERENCE_THREADS`` fixes it.
@@ -26,8 +26,9 @@ MAX_AUTO_THREADS = 4
 small to split further with profit."""
 ROUNDS = 2
 """Timed calls per thread count, interleaved, after one untimed call each (which also warms
-the model up): the counts measured here differed by 1.4-2.3x, far beyond the few percent the
-best of two moves by; every call adds to loading (flan-t5-base on HF: about 0.3 s)."""
+the model up): one and two threads differed by 1.1-2.3x on the machines measured, beyond the
+few percent the best of two moves by; every call adds to loading (flan-t5-base on HF: about
+0.5 s)."""
 TIE = 0.05
 """More threads must be this much faster to be chosen: a tie leaves the cores to others."""
 
