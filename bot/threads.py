@@ -5,11 +5,12 @@ threads and joined at a barrier. Whether a second thread pays depends on the mac
 the model, and no reading of the machine predicted it (BENCHMARKS.md, "Threads timed at load,
 and best of four"): on one 2-core VM two idle threads answered in 0.7x the time of one; on
 another 2-core VM, just as idle and whose two cores multiply large matrices 1.8x faster than
-one, two threads made a flan-t5-small reply 2.3x *slower* (CTranslate2 473 vs 199 ms; torch
-938 vs 827 ms); on a busy machine one thread won every time. So the engine does not guess from idle cores: it
-times the same small test call with 1, 2 and 4 threads (as many as the process may use) and
-keeps the fastest. The measurement reflects whatever else runs at that moment too, which is
-what the replies will meet. Chosen again at every (re)load; ``INFERENCE_THREADS`` fixes it.
+one, two threads made a flan-t5-small reply 2.3x *slower* (CTranslate2 473 vs 199 ms; torch 938
+vs 827 ms); on a busy machine one thread won every time. So the engine does not guess from idle
+cores: it times the same small test call with 1, 2 and 4 threads (as many as the process may
+use) and keeps the fastest. The measurement reflects whatever else runs at that moment too,
+which is what the replies will meet. Chosen again at every (re)load; ``INFERENCE_THREADS``
+fixes it.
 """
 
 from __future__ import annotations
