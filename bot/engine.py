@@ -279,8 +279,8 @@ class _HFBackend:
             "eos_token_id": saved.eos_token_id,
             "pad_token_id": self.pad_id,
         }
-        options = thread_options()
-        if not threads and self.device.type == "cpu" and len(options) > 1:
+        options = [] if threads or self.device.type != "cpu" else thread_options()
+        if len(options) > 1:
             # process-wide, like INFERENCE_THREADS: the last model loaded sets it
             torch.set_num_threads(fastest({n: partial(self._test_call, n) for n in options}))
 
@@ -402,21 +402,9 @@ class _CT2Backend:
         10% on top of a flan-t5-small reply, measured on the 2-core machine. Doing it here
         moves that cost to loading (start-up, /reload), where nobody waits for an answer.
         """
-        pad = self.tokenizer.pad_token or self.tokenizer.convert_ids_to_tokens(0)
-        source = [pad] * WARM_UP_SOURCE_TOKENS
-        translator.translate_batch(
-            [source],
-            beam_size=1,
-            num_hypotheses=_TEST_CALL.num_return_sequences,
-            sampling_topk=min(_TEST_CALL.top_k, self.vmap_rows or _TEST_CALL.top_k),
-            use_vmap=self.vmap_rows is not None,
-            max_decoding_length=_TEST_CALL.max_new_tokens,
-            min_decoding_length=_TEST_CALL.min_new_tokens,
-            max_input_length=0,
-            return_scores=True,
-            no_repeat_ngram_size=_TEST_CALL.no_repeat_ngram_size,
-            repetition_penalty=_TEST_CALL.repetition_penalty,
-        )
+        pad_id = self.tokenizer.pad_token_id or 0
+        source = [pad_id] * WARM_UP_SOURCE_TOKENS
+        self._translate([source], _TEST_CALL, [], scores=True, translator=translator)
 
     def _new_translator(self, threads: int | None = None) -> Any:
         try:
@@ -455,8 +443,16 @@ class _CT2Backend:
         return self._translate(sources, opts, prefix, scores=True)
 
     def _translate(
-        self, sources: list[list[int]], opts: DecodeOptions, prefix: list[int], *, scores: bool
+        self,
+        sources: list[list[int]],
+        opts: DecodeOptions,
+        prefix: list[int],
+        *,
+        scores: bool,
+        translator: Any = None,
     ) -> list[tuple[list[int], float]]:
+        """One ``translate_batch`` for ``opts``, on ``translator`` (default: the engine's own;
+        the load-time test calls pass each thread count's)."""
         tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in sources]
         common: dict[str, Any] = {
             # CTranslate2 counts a target prefix in its decoding lengths (and returns it in
@@ -471,7 +467,7 @@ class _CT2Backend:
             "use_vmap": self._use_vmap(opts),
         }
         n = opts.num_return_sequences
-        translator = self.translator
+        translator = self.translator if translator is None else translator
         if opts.sample and min(opts.top_k, self.vocab_size) == 1 and n > 1:
             # top-k 1 is greedy: CTranslate2 refuses several hypotheses from one greedy search,
             # so the n (identical) replies come from n copies of the source.
