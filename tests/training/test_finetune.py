@@ -456,7 +456,6 @@ def test_resume_never_unpickles_planted_code(chat_data: Path, tmp_path: Path) ->
 
 def test_train_tokens_caps_the_planned_steps(tmp_path: Path) -> None:
     """A large chat stops at the token cap, a small one at its epochs (0: no cap)."""
-    from training.model.config import TINY_TRAIN_TOKENS
     from training.model.loop import DataOrder
 
     class Fixed(DataOrder):
@@ -473,9 +472,8 @@ def test_train_tokens_caps_the_planned_steps(tmp_path: Path) -> None:
     assert order.planned_steps(3, 250) == 3  # the step that passes 250 tokens is the last
     assert order.planned_steps(3, 700) == 7
     assert order.planned_steps(3, 10_000) == 12  # a small chat ends with its epochs
-    tiny = TrainConfig(data=tmp_path, out=tmp_path / "m")
-    assert tiny.train_tokens == TINY_TRAIN_TOKENS > 0  # the tiny preset is capped by default
-    assert TrainConfig(data=tmp_path, out=tmp_path / "m", train_tokens=0).train_tokens == 0
+    capped = TrainConfig(data=tmp_path, out=tmp_path / "m", train_tokens=250)
+    assert capped.train_tokens == 250  # no preset caps tokens: the tiny one has a time budget
     assert TrainConfig(data=tmp_path, out=tmp_path / "m", base_model="t5-small").train_tokens == 0
     with pytest.raises(InputError, match="--train-tokens -1"):
         TrainConfig(data=tmp_path, out=tmp_path / "m", train_tokens=-1)

@@ -79,6 +79,13 @@ def latest_checkpoint(work: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def saved_settings(work: Path) -> dict[str, Any]:
+    """The settings the newest checkpoint was saved with ({} without one): what a resumed
+    run must share, and the step count the time budget chose (training.model.budget)."""
+    ckpt = latest_checkpoint(work)
+    return dict(_read_json(ckpt / STATE_FILE)["config"]) if ckpt is not None else {}
+
+
 def save_checkpoint(
     accelerator: Accelerator,
     model: torch.nn.Module,

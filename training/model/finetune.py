@@ -3,7 +3,8 @@
 ``train`` reads as its steps, in the spirit of nanoGPT rather than a Trainer subclass: start
 the processes, load and encode the data, build the model and optimizer, resume, run the loop,
 save. The pieces live next door: ``pretrained.py`` (base model and tokenizer), ``loop.py``
-(data order, optimizer step, validation, the loop), ``checkpoints.py`` (what ``--resume``
+(data order, optimizer step, validation, the loop), ``budget.py`` (how many steps fit the tiny
+model's five minutes), ``checkpoints.py`` (what ``--resume``
 reads, in formats that cannot run code), ``model_dir.py`` (what the saved directory must be).
 
 Multi-process training goes through Hugging Face Accelerate: the same command runs as one
@@ -31,12 +32,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from training.errors import InputError
 from training.model import next_speaker, reply_vocabulary, voice_scorer
 from training.model.batching import Encoded, preprocess
+from training.model.budget import affordable_steps
 from training.model.checkpoints import (
     BEST_WEIGHTS,
     METRICS_FILE,
     TrainState,
     latest_checkpoint,
     restore,
+    saved_settings,
 )
 from training.model.config import TINY, TINY_MAX_THREADS, TrainConfig
 from training.model.loop import DataOrder, Loop, make_optimizer, make_scheduler
@@ -110,8 +113,8 @@ def train(config: TrainConfig, on_step: Callable[[int, int], None] | None = None
         run = _start(config, phases)
     try:
         data = _load_data(config, run)
+        order, total_steps = _plan(config, run, data)
         with phases("model"):
-            order, total_steps = _plan(config, run, data)
             model, optimizer, scheduler = _build(config, run, data, total_steps)
             state = _resume(config, run, model, optimizer, scheduler)
         loop = Loop(
@@ -230,10 +233,43 @@ def _plan(config: TrainConfig, run: _Run, data: _Data) -> tuple[DataOrder, int]:
         order.locate(0)  # fails clearly when there is not even one step of data
     else:
         assert config.epochs is not None  # TrainConfig filled in the default
-        total_steps = order.planned_steps(config.epochs, config.train_tokens or 0)
+        total_steps = order.planned_steps(config.epochs, config.train_tokens)
     if total_steps == 0:
         raise InputError(f"{config.data}: too little data for one training step")
+    if config.time_budget and not config.max_steps and acc.num_processes == 1:
+        total_steps = _within_budget(config, run, data, order, total_steps)
     return order, total_steps
+
+
+def _within_budget(
+    config: TrainConfig, run: _Run, data: _Data, order: DataOrder, planned: int
+) -> int:
+    """The planned steps cut to what the time budget holds (training.model.budget).
+
+    A cut is recorded as ``config.max_steps``, so friendbot.json and the checkpoints hold it: a
+    ``--resume`` continues the interrupted run's plan instead of timing again.
+    """
+    if config.resume:
+        saved = saved_settings(run.work).get("max_steps")
+        steps = int(saved) if saved else planned
+    else:
+        with run.phases("budget"):
+            steps = affordable_steps(
+                config,
+                run.accelerator,
+                order,
+                planned,
+                data.validation,
+                lambda: load_model(
+                    config.base_model, data.tokenizer, seed=config.seed, dropout=config.dropout
+                ),
+                data.tokenizer.pad_token_id,
+                run.token_budget,
+                config.time_budget - run.phases.elapsed(),
+            )
+    if steps < planned:
+        config.max_steps = steps
+    return steps
 
 
 def _build(
@@ -333,6 +369,11 @@ class Phases:
 
     def __init__(self) -> None:
         self.times: list[tuple[str, float, float]] = []
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Wall seconds since ``train`` began (what the time budget has left: the rest)."""
+        return time.perf_counter() - self.started
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
