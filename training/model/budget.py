@@ -1,13 +1,12 @@
 """How many optimizer steps fit the tiny model's time budget: the loop gets what is left.
 
 Issue 12 gives the tiny model five minutes for the whole ``train`` command on two CPU cores.
-A fixed token cap had to be sized for the slowest machine measured (about 5,200 tokens/s), so
-on a machine twice as fast half of the five minutes went unused, and longer training was
-what the real chats lacked most: #ubuntu's voice went from 74% to 104% of the classifier's
-ceiling between 1.2M and 5M tokens (BENCHMARKS.md, "Training to the time budget"). So, once
-the data is encoded, :func:`affordable_steps` times a few optimizer steps and one validation
-pass on a throwaway copy of the model, and plans as many steps as the rest of the budget
-holds after what comes later (``AFTER_LOOP_SECONDS``).
+A fixed token cap is sized for one machine: 1.2M tokens took 362 s where the cores ran slowly,
+and 150-240 s on a faster machine whose validation loss was still falling where the cap
+stopped it (BENCHMARKS.md, "Training to the time budget"). So, once the data is encoded,
+:func:`affordable_steps` times a few optimizer steps and one validation pass on a throwaway
+copy of the model, and plans as many steps as the rest of the budget holds after what comes
+later (``AFTER_LOOP_SECONDS``, ``LOOP_SHARE``).
 
 The timing decides one number and nothing else: the steps are the same batches in the same
 order as in any run, the random state is put back afterwards, and ``train`` records the
