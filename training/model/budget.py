@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 AFTER_LOOP_SECONDS = 45.0
 """Kept back for what follows the loop: the voice and next-speaker scorers, saving, exit.
-Measured on the real chats (25-32 s, BENCHMARKS.md) plus a margin for a slower machine."""
+10-25 s on the real chats measured alone (BENCHMARKS.md, "Training to the time budget"), 25-32 s
+with another job running, plus a margin for a slower machine."""
 LOOP_SHARE = 0.85
 """The share of the time left that the timed steps may fill: a loop's steps ran up to 1.23x
 slower than the ones timed before it (checkpoints and logging; the machine's own speed moved
