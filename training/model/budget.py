@@ -22,9 +22,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from training.model.batching import Encoded, collate
+from training.model.batching import Encoded
 from training.model.config import TrainConfig
-from training.model.loop import DataOrder, make_optimizer, train_step, validation_loss
+from training.model.loop import (
+    DataOrder,
+    make_optimizer,
+    step_batches,
+    train_step,
+    validation_loss,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -123,16 +129,7 @@ def _time_steps(
     with accelerator.autocast():
         for micro_batches in steps[: UNTIMED_STEPS + TIMED_STEPS]:
             start = time.perf_counter()
-            micro = [
-                collate(
-                    [sources[j] for j in idx],
-                    [order.data[j].labels for j in idx],
-                    pad_id,
-                    config.max_source_length,
-                    config.max_target_length,
-                )
-                for idx in micro_batches
-            ]
+            micro = step_batches(sources, micro_batches, order.data, pad_id, config)
             train_step(accelerator, model, optimizer, scheduler, micro, config.max_grad_norm)
             if accelerator.device.type == "cuda":
                 torch.cuda.synchronize()
@@ -140,7 +137,7 @@ def _time_steps(
         start = time.perf_counter()
         if validation:
             validation_loss(accelerator, model, validation, token_budget, pad_id, config)
-        validation_s = time.perf_counter() - start if validation else 0.0
+        validation_s = time.perf_counter() - start
     timed = sorted(times[UNTIMED_STEPS:])
     return timed[len(timed) // 2], validation_s  # the median step
 

@@ -171,6 +171,27 @@ def make_scheduler(
     return make(optimizer, warmup, total_steps)
 
 
+def step_batches(
+    sources: Sequence[list[int]],
+    micro_batches: Sequence[list[int]],
+    data: Sequence[Encoded],
+    pad_id: int,
+    config: TrainConfig,
+) -> list[dict[str, torch.Tensor]]:
+    """One optimizer step's padded micro-batches (``DataOrder.epoch``'s indices into ``data``,
+    with that epoch's ``sources``)."""
+    return [
+        collate(
+            [sources[j] for j in idx],
+            [data[j].labels for j in idx],
+            pad_id,
+            config.max_source_length,
+            config.max_target_length,
+        )
+        for idx in micro_batches
+    ]
+
+
 def train_step(
     accelerator: Accelerator,
     model: torch.nn.Module,
@@ -327,16 +348,7 @@ class Loop:
     ) -> None:
         """Forward/backward per micro-batch, clip, step, schedule; count steps and tokens."""
         cfg = self.config
-        micro = [
-            collate(
-                [sources[j] for j in idx],
-                [self.train_set[j].labels for j in idx],
-                self.pad_id,
-                cfg.max_source_length,
-                cfg.max_target_length,
-            )
-            for idx in micro_batches
-        ]
+        micro = step_batches(sources, micro_batches, self.train_set, self.pad_id, cfg)
         self._window["loss"] += train_step(
             self.accelerator,
             self.model,
